@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each builds its own virtualenv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest jstest bench system-deps clean
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[redis,testing]' -r requirements-dev.txt
+	touch $(STAMP)
+
+## demo: the storefront on http://127.0.0.1:5000 with an embedded fake Pinterest
+demo: $(STAMP)
+	$(BIN)/python -m demo_site
+
+## test: system packages (Chromium, redis-server) when we can install them, then the whole suite
+test: system-deps $(STAMP) lint typecheck jstest pytest
+
+system-deps:
+	@bash .ci/system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check dedupkit tests demo_site bench
+	$(BIN)/ruff format --check dedupkit tests demo_site bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+jstest:
+	node --test tests/js/
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python bench/snippet_size.py
+	$(BIN)/python bench/delivery_cpu.py
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache
