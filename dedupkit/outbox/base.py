@@ -1,0 +1,95 @@
+"""What every outbox backend provides: the contract the sender and the extension rely on.
+
+An outbox holds CAPI event dicts (PII already hashed) keyed by ``(event_name, event_id)``.
+Delivery is at least once: an entry is claimed with a lease, then acked, rescheduled or
+dead-lettered; a claim whose lease ran out (its process died) can be claimed again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class EntryState(enum.Enum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An entry handed to one sender until its lease expires."""
+
+    #: Backend-specific id, opaque to callers.
+    id: str
+    #: The CAPI event dict exactly as enqueued.
+    payload: Mapping[str, Any]
+    #: How many times delivery was tried before this claim.
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    event_name: str
+    event_id: str
+    reason: str
+    died_at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Counts by state, for ``flask dedupkit status``."""
+
+    pending: int
+    in_flight: int
+    delivered: int
+    dead: int
+    #: Age in seconds of the oldest pending entry, ``None`` when nothing is pending.
+    oldest_pending_age: float | None
+    #: Counters of events not enqueued, by reason (``"bot"``, ``"no_consent"``, ...).
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    #: The most recent delivery errors, newest first: ``(when, message)``.
+    last_errors: Sequence[tuple[float, str]] = ()
+
+
+class Outbox(Protocol):
+    """The storage contract. Every method may raise :class:`dedupkit.errors.OutboxError`."""
+
+    def put(self, payload: Mapping[str, Any], *, now: float | None = None) -> bool:
+        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored."""
+
+    def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
+        """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
+
+    def ack(self, ids: Sequence[str]) -> None:
+        """Mark claimed entries delivered."""
+
+    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
+        """Give claimed entries back, due again at ``not_before`` (attempts + 1)."""
+
+    def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
+        """Move claimed entries to the dead letters with ``reason``."""
+
+    def pause_until(self) -> float:
+        """The shared "no request to Pinterest before" time (0 when none)."""
+
+    def set_pause_until(self, when: float) -> None:
+        """Raise the shared pause (after a 429/503 ``Retry-After``); never lowers it."""
+
+    def record_skip(self, reason: str) -> None:
+        """Count an event that was deliberately not enqueued."""
+
+    def stats(self, *, now: float | None = None) -> OutboxStats: ...
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
+        """Make dead letters pending again (all of them when ``ids`` is None)."""
+
+    def close(self) -> None: ...
