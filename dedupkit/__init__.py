@@ -1,0 +1,40 @@
+"""dedupkit: count every Pinterest conversion once, and keep the click that caused it.
+
+The Pinterest Tag in the browser and the Conversions API on the server carry one shared
+``event_id``; the ``epik`` click id lives in a first-party cookie the server sets.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .client import CapiClient as CapiClient
+from .errors import ConfigurationError as ConfigurationError
+from .errors import DedupKitError as DedupKitError
+from .errors import InvalidEvent as InvalidEvent
+from .errors import OutboxError as OutboxError
+from .errors import UnknownEventName as UnknownEventName
+from .event import Event as Event
+from .event import build_event as build_event
+from .extension import DedupKit as DedupKit
+from .signals import event_dead as event_dead
+from .signals import event_delivered as event_delivered
+
+__version__ = "0.1.0"
+
+# A library logs, the application decides where to: silent unless configured.
+logging.getLogger("dedupkit").addHandler(logging.NullHandler())
+
+__all__ = [
+    "CapiClient",
+    "ConfigurationError",
+    "DedupKit",
+    "DedupKitError",
+    "Event",
+    "InvalidEvent",
+    "OutboxError",
+    "UnknownEventName",
+    "build_event",
+    "event_dead",
+    "event_delivered",
+]

@@ -1,0 +1,186 @@
+"""The :class:`Event`: one user action, described once, rendered for both channels."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from .custom_data import to_custom_data
+from .errors import InvalidEvent
+from .event_names import STANDARD, EventName, EventNames
+from .user_data import UserDataHasher, has_required_identity
+
+#: Longest event_id accepted. Pinterest sets no limit; this keeps ids sane in URLs and logs.
+MAX_EVENT_ID_LENGTH = 256
+#: ``action_source`` values Pinterest lists.
+ACTION_SOURCES = frozenset({"web", "app_android", "app_ios", "offline"})
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event ready for both channels; PII in it is already hashed.
+
+    Build one with :meth:`dedupkit.DedupKit.track` (or :func:`build_event`); the same
+    ``event_id`` goes to ``pintrk`` through :meth:`to_pintrk` and to the API through
+    :meth:`to_capi`, which is what lets Pinterest count it once.
+    """
+
+    name: EventName
+    event_id: str
+    #: Unix seconds.
+    event_time: int
+    user_data: Mapping[str, Any] = field(default_factory=_empty)
+    custom_data: Mapping[str, Any] = field(default_factory=_empty)
+    #: The event data in the tag's vocabulary, as the caller gave it (no PII).
+    tag_data: Mapping[str, Any] = field(default_factory=_empty)
+    event_source_url: str | None = None
+    action_source: str = "web"
+    opt_out: bool | None = None
+    language: str | None = None
+    partner_name: str | None = field(default=None, repr=False)
+
+    @property
+    def capi_name(self) -> str:
+        """The CAPI spelling, e.g. ``add_to_cart``."""
+        return self.name.capi
+
+    @property
+    def tag_name(self) -> str | None:
+        """The ``pintrk`` spelling, e.g. ``addtocart``; ``None`` for app-only events."""
+        return self.name.tag
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What Pinterest deduplicates on, and what dedupkit sends once: (name, event_id)."""
+        return (self.name.capi, self.event_id)
+
+    def to_capi(self) -> dict[str, Any]:
+        """The event as sent to ``POST /ad_accounts/{id}/events`` (one item of ``data``)."""
+        body: dict[str, Any] = {
+            "event_name": self.name.capi,
+            "action_source": self.action_source,
+            "event_time": self.event_time,
+            "event_id": self.event_id,
+            "user_data": copy.deepcopy(dict(self.user_data)),
+        }
+        if self.custom_data:
+            body["custom_data"] = copy.deepcopy(dict(self.custom_data))
+        if self.event_source_url:
+            body["event_source_url"] = self.event_source_url
+        if self.opt_out is not None:
+            body["opt_out"] = self.opt_out
+        if self.language:
+            body["language"] = self.language
+        if self.partner_name:
+            body["partner_name"] = self.partner_name
+        return body
+
+    def to_pintrk(self) -> dict[str, Any]:
+        """The data passed to ``pintrk('track', tag_name, …)``, with the same event_id."""
+        data = {key: _json_safe(value) for key, value in self.tag_data.items()}
+        data["event_id"] = self.event_id
+        return data
+
+
+def build_event(
+    name: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    names: EventNames = STANDARD,
+    hasher: UserDataHasher | None = None,
+    event_id: str | None = None,
+    event_time: int | float | dt.datetime | None = None,
+    event_source_url: str | None = None,
+    user: Mapping[str, Any] | None = None,
+    action_source: str = "web",
+    opt_out: bool | None = None,
+    language: str | None = None,
+    partner_name: str | None = None,
+    require_identity: bool = True,
+) -> Event:
+    """Validate, translate and hash one event.
+
+    :param data: the event data in the tag's vocabulary (``value``, ``line_items``, …).
+    :param name: a CAPI or tag spelling of a Pinterest event, ``custom``, or an
+        advertiser-defined name known to ``names``.
+    :param event_id: defaults to ``"<capi name>-<order_id>"`` when ``order_id`` is given
+        (a reloaded thank-you page then repeats the same id), else a random UUIDv4.
+    :param user: raw PII and clear fields (IP, user agent, click id); hashed here.
+    :raises InvalidEvent: naming the field that is wrong.
+    """
+    event_data = dict(data or {})
+    resolved = names.resolve(name)
+    if action_source not in ACTION_SOURCES:
+        raise InvalidEvent(
+            f"action_source must be one of {sorted(ACTION_SOURCES)}, got {action_source!r}"
+        )
+    user_data = (hasher or UserDataHasher()).hash(user)
+    if require_identity and not has_required_identity(user_data):
+        raise InvalidEvent(
+            f"event {resolved.capi!r} needs an email, a mobile ad id, or both the client IP "
+            "and user agent in user data (Pinterest rejects it otherwise)"
+        )
+    return Event(
+        name=resolved,
+        event_id=_event_id(resolved.capi, event_id, event_data.get("order_id")),
+        event_time=_event_time(event_time),
+        user_data=MappingProxyType(user_data),
+        custom_data=MappingProxyType(to_custom_data(event_data)),
+        tag_data=MappingProxyType(copy.deepcopy(event_data)),
+        event_source_url=event_source_url or None,
+        action_source=action_source,
+        opt_out=opt_out,
+        language=language,
+        partner_name=partner_name,
+    )
+
+
+def _event_id(capi_name: str, event_id: object, order_id: object) -> str:
+    if event_id is None:
+        if order_id not in (None, ""):
+            event_id = f"{capi_name}-{order_id}"
+        else:
+            return str(uuid.uuid4())
+    if not isinstance(event_id, str) or not event_id.strip():
+        raise InvalidEvent(f"event_id must be a non-empty string, got {event_id!r}")
+    if len(event_id) > MAX_EVENT_ID_LENGTH or not event_id.isprintable():
+        raise InvalidEvent(f"event_id must be at most {MAX_EVENT_ID_LENGTH} printable characters")
+    return event_id
+
+
+def _event_time(value: int | float | dt.datetime | None) -> int:
+    if value is None:
+        return int(time.time())
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise InvalidEvent("event_time must be timezone-aware when given as a datetime")
+        return int(value.timestamp())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent(f"event_time must be Unix seconds, got {type(value).__name__}")
+    if value > 10**11:
+        # A JavaScript Date.now() slipped through: Pinterest wants seconds.
+        raise InvalidEvent(f"event_time must be Unix seconds, not milliseconds: {value!r}")
+    if value <= 0:
+        raise InvalidEvent(f"event_time must be positive Unix seconds, got {value!r}")
+    return int(value)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,107 @@
+"""The Jinja global ``dedupkit``: ``{{ dedupkit.head() }}`` and ``{{ dedupkit.pintrk(event) }}``.
+
+Everything goes through :func:`markupsafe.escape` or :func:`jinja2.utils.htmlsafe_json_dumps`,
+so no event value can close the ``<script>`` it is written into.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from flask import has_request_context, url_for
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup, escape
+
+from . import config as cfg
+from .event import Event
+from .extension import current_visitor, get_state
+from .visitor import Consent
+
+# Pinterest's base code (pinterest.md §8.1), with the core.js injection made optional: while
+# consent is pending the queue stub exists but nothing loads until dedupkit.consent(true).
+_BASE_CODE = (
+    "!function(e){if(!window.pintrk){window.pintrk=function(){window.pintrk.queue.push("
+    'Array.prototype.slice.call(arguments))};var n=window.pintrk;n.queue=[],n.version="3.0";'
+    'if(e){var t=document.createElement("script");t.async=!0,t.src=e;'
+    'var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r)}}}'
+    "({src});"
+)
+
+
+@lru_cache(maxsize=1)
+def queue_stub() -> str:
+    """The inline stub that queues ``dedupkit.track`` calls made before the snippet loads."""
+    packaged = resources.files("dedupkit").joinpath("static/dedupkit-stub.js")
+    if packaged.is_file():
+        return packaged.read_text("utf-8").strip()
+    source = Path(__file__).resolve().parent.parent / "static" / "dedupkit-stub.js"
+    return source.read_text("utf-8").strip()
+
+
+class TemplateHelpers:
+    """Exposed to templates as ``dedupkit``."""
+
+    def head(self) -> Markup:
+        """Pinterest's base code, the queue stub and the deferred snippet, for ``<head>``."""
+        state = get_state()
+        conf = state.config
+        if not state.enabled:
+            return Markup("")
+        from .blueprint import snippet
+
+        consent = current_visitor().consent if has_request_context() else Consent.UNKNOWN
+        pending = state.require_consent and consent is Consent.UNKNOWN
+        denied = consent is Consent.DENIED
+        tag_id = cfg.setting(conf, "TAG_ID")
+        pintrk_src = str(cfg.setting(conf, "PINTRK_SRC"))
+        page_visit = bool(cfg.setting(conf, "PAGE_VISIT"))
+
+        parts: list[str] = []
+        if tag_id:
+            hold = pending or denied
+            code = _BASE_CODE.replace("{src}", '""' if hold else htmlsafe_json_dumps(pintrk_src))
+            calls = f"pintrk('load',{htmlsafe_json_dumps(str(tag_id))});"
+            if not page_visit:
+                # With automatic page_visit the snippet fires 'pagevisit' with an event_id;
+                # a bare pintrk('page') too would count the visit twice (Woo PR #1178).
+                calls += "pintrk('page');"
+            parts.append(f"<script>{code}{calls}</script>")
+        parts.append(f"<script>{queue_stub()}</script>")
+
+        _, version = snippet()
+        attrs = {
+            "src": url_for("dedupkit.script", v=version),
+            "data-endpoint": url_for("dedupkit.events"),
+            "data-tag-id": tag_id,
+            "data-page-visit": "1" if page_visit else None,
+            "data-require-consent": "1" if state.require_consent else None,
+            "data-pintrk-src": pintrk_src if tag_id and pending else None,
+            "data-epik-cookie": cfg.setting(conf, "CLICK_ID_COOKIE"),
+            "data-consent-cookie": cfg.setting(conf, "CONSENT_COOKIE"),
+            "data-cookie-domain": cfg.setting(conf, "COOKIE_DOMAIN"),
+            "data-custom-names": " ".join(sorted(state.names.advertiser_defined)) or None,
+        }
+        rendered = "".join(
+            f' {name}="{escape(value)}"' for name, value in attrs.items() if value is not None
+        )
+        parts.append(f"<script defer{rendered}></script>")
+        return Markup("\n".join(parts))
+
+    def pintrk(self, event: Event | None) -> Markup:
+        """Fire the tag for an event the server tracked, with the same event_id.
+
+        Renders nothing when there is no event, no tag name (app-only events), or the
+        visitor has not consented: the server did not send it either.
+        """
+        if event is None or event.tag_name is None:
+            return Markup("")
+        state = get_state()
+        if not state.enabled:
+            return Markup("")
+        if has_request_context() and not current_visitor().may_send(state.require_consent):
+            return Markup("")
+        name = htmlsafe_json_dumps(event.tag_name)
+        data = htmlsafe_json_dumps(event.to_pintrk())
+        return Markup(f"<script>window.pintrk&&window.pintrk('track',{name},{data});</script>")

@@ -1,0 +1,124 @@
+"""What the current request tells about the visitor: IP, user agent, click id, consent.
+
+Pinterest attributes a conversion through ``client_ip_address`` + ``client_user_agent`` and
+the ``epik`` click id, so these must be the *browser's* values: the client IP a CDN reports
+rather than the CDN's own address, and the page's click id rather than nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from flask import Request
+
+#: Longest click id kept. Observed epik values are ~100 characters of URL-safe Base64.
+MAX_CLICK_ID_LENGTH = 512
+# URL-safe Base64 plus the few characters a percent-decoded value may carry. Anything else
+# (CR, LF, ';', ',', spaces) could split a Set-Cookie header or a cookie value.
+_CLICK_ID = re.compile(r"^[A-Za-z0-9._~=+/-]+$")
+
+
+class Consent(enum.Enum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    UNKNOWN = "unknown"
+
+
+def clean_click_id(value: str | None) -> str | None:
+    """The click id if it is safe to store and send, else ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_CLICK_ID_LENGTH or not _CLICK_ID.match(value):
+        return None
+    return value
+
+
+def click_id_in_url(url: str | None) -> str | None:
+    """The ``epik`` query parameter of ``url``, cleaned."""
+    if not url:
+        return None
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return None
+    values = parse_qs(query).get("epik")
+    return clean_click_id(values[-1]) if values else None
+
+
+def client_ip(request: Request, header: str | None) -> str | None:
+    """The visitor's IP: the trusted CDN header if configured, else ``remote_addr``.
+
+    ``remote_addr`` is right behind Werkzeug's ``ProxyFix``; trusting ``X-Forwarded-For``
+    without it would let any visitor choose their IP.
+    """
+    if header:
+        raw = request.headers.get(header, "")
+        # Some CDNs append hops; the first address is the client's.
+        candidate = raw.split(",")[0].strip()
+        if _is_ip(candidate):
+            return candidate
+    addr = request.remote_addr
+    return addr if addr and _is_ip(addr) else None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def consent_from_cookie(value: str | None) -> Consent:
+    if value == "1":
+        return Consent.GRANTED
+    if value == "0":
+        return Consent.DENIED
+    return Consent.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """The request's view of the visitor, read once per request."""
+
+    ip: str | None
+    user_agent: str | None
+    #: The freshest click id: the URL's ``epik`` if present, else the cookie's.
+    click_id: str | None
+    #: True when ``click_id`` came from the URL: the cookie must be (re)written.
+    click_id_from_url: bool
+    #: Pinterest's own first-party visitor cookie, if the tag set one.
+    pin_unauth: str | None
+    consent: Consent
+
+    def may_send(self, require_consent: bool) -> bool:
+        """One consent decision for both channels."""
+        if self.consent is Consent.DENIED:
+            return False
+        return self.consent is Consent.GRANTED or not require_consent
+
+
+def read_visitor(
+    request: Request,
+    *,
+    ip_header: str | None,
+    click_cookie: str,
+    consent_cookie: str,
+    page_url: str | None = None,
+) -> Visitor:
+    """Read the visitor from ``request``; ``page_url`` is the page a beacon reports."""
+    cookie_click = clean_click_id(request.cookies.get(click_cookie))
+    url_click = click_id_in_url(page_url) or clean_click_id(request.args.get("epik"))
+    return Visitor(
+        ip=client_ip(request, ip_header),
+        user_agent=request.headers.get("User-Agent") or None,
+        click_id=url_click or cookie_click,
+        click_id_from_url=url_click is not None,
+        pin_unauth=request.cookies.get("_pin_unauth") or None,
+        consent=consent_from_cookie(request.cookies.get(consent_cookie)),
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: a Flask app with dedupkit on a real SQLite outbox in tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from dedupkit import DedupKit
+from dedupkit.extension import get_state
+from dedupkit.outbox import Outbox
+
+#: A desktop Chrome user agent: a shopper, not a bot.
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+AD_ACCOUNT_ID = "549764982399"
+TOKEN = "test-token"
+TAG_ID = "2612345678901"
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> AppFactory:
+    """Build an app with dedupkit; keyword arguments are DEDUPKIT_* settings without prefix."""
+
+    def factory(**settings: Any) -> Flask:
+        app = Flask("shop", instance_path=str(tmp_path / "instance"))
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY="test",
+            DEDUPKIT_AD_ACCOUNT_ID=AD_ACCOUNT_ID,
+            DEDUPKIT_CONVERSION_TOKEN=TOKEN,
+            DEDUPKIT_TAG_ID=TAG_ID,
+            DEDUPKIT_QUEUE_URL=f"sqlite:///{tmp_path}/outbox.sqlite3",
+            # Unit tests read the outbox themselves; delivery has its own tests.
+            DEDUPKIT_BACKGROUND_SENDER=False,
+            DEDUPKIT_API_BASE_URL="http://127.0.0.1:9/v5",
+        )
+        app.config.update({f"DEDUPKIT_{key}": value for key, value in settings.items()})
+        DedupKit(app)
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
+
+
+def queued(app: Flask) -> list[dict[str, Any]]:
+    """Every event waiting in the app's outbox (claims them)."""
+    outbox: Outbox = get_state(app).outbox
+    return [dict(entry.payload) for entry in outbox.claim(1000, lease=60.0)]
+
+
+@pytest.fixture
+def outbox(app: Flask) -> Iterator[Outbox]:
+    yield get_state(app).outbox
+
+
+def shopper_request(app: Flask, path: str = "/", **kwargs: Any) -> Any:
+    """A request context as a browser would make it: a user agent and a client address."""
+    kwargs.setdefault("headers", {"User-Agent": CHROME_UA})
+    kwargs.setdefault("environ_base", {"REMOTE_ADDR": "198.51.100.7"})
+    return app.test_request_context(path, **kwargs)
