@@ -100,7 +100,7 @@ def loaded(page: Any) -> None:
 def test_an_ad_click_three_pages_before_checkout_is_attributed(
     shop: Shop, fake: Any, page: Any
 ) -> None:
-    app, server = shop
+    _app, server = shop
     page.goto(f"{server.url}/?epik=dj0yJnU9b2JDcFFH")
     [cookie] = [c for c in page.context.cookies() if c["name"] == "_epik"]
     assert cookie["value"] == "dj0yJnU9b2JDcFFH"
@@ -121,7 +121,7 @@ def test_an_ad_click_three_pages_before_checkout_is_attributed(
 def test_add_to_cart_reaches_both_channels_as_one_conversion(
     shop: Shop, fake: Any, page: Any
 ) -> None:
-    app, server = shop
+    _app, server = shop
     page.goto(f"{server.url}/product")
     loaded(page)
     page.click("#add")
@@ -142,7 +142,7 @@ def test_add_to_cart_reaches_both_channels_as_one_conversion(
 def test_calls_made_before_the_snippet_loads_keep_their_id(
     shop: Shop, fake: Any, page: Any
 ) -> None:
-    app, server = shop
+    _app, server = shop
     # The route answers the snippet only when the test says so: the page calls track first.
     release: list[Any] = []
     page.route("**/dedupkit/dedupkit.js*", lambda route: release.append(route))
@@ -219,7 +219,7 @@ def test_a_declined_visitor_is_tracked_on_neither_channel(
 def test_consent_granted_later_releases_both_channels(
     make_shop: Callable[..., Shop], fake: Any, page: Any
 ) -> None:
-    app, server = make_shop(REQUIRE_CONSENT=True)
+    _app, server = make_shop(REQUIRE_CONSENT=True)
     page.goto(f"{server.url}/product")
     loaded(page)
     held_id = page.evaluate("dedupkit.track('add_to_cart', {value: 1, currency: 'USD'})")
