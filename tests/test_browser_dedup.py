@@ -101,7 +101,9 @@ def test_an_ad_click_three_pages_before_checkout_is_attributed(
     shop: Shop, fake: Any, page: Any
 ) -> None:
     _app, server = shop
-    page.goto(f"{server.url}/?epik=dj0yJnU9b2JDcFFH")
+    landing = page.goto(f"{server.url}/?epik=dj0yJnU9b2JDcFFH")
+    # Set by the server's response, not by the snippet's document.cookie fallback.
+    assert "_epik=dj0yJnU9b2JDcFFH" in landing.header_value("set-cookie")
     [cookie] = [c for c in page.context.cookies() if c["name"] == "_epik"]
     assert cookie["value"] == "dj0yJnU9b2JDcFFH"
     assert cookie["httpOnly"] is False
