@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -72,10 +72,10 @@ class Event:
             "action_source": self.action_source,
             "event_time": self.event_time,
             "event_id": self.event_id,
-            "user_data": copy.deepcopy(dict(self.user_data)),
+            "user_data": _thaw(self.user_data),
         }
         if self.custom_data:
-            body["custom_data"] = copy.deepcopy(dict(self.custom_data))
+            body["custom_data"] = _thaw(self.custom_data)
         if self.event_source_url:
             body["event_source_url"] = self.event_source_url
         if self.opt_out is not None:
@@ -88,7 +88,7 @@ class Event:
 
     def to_pintrk(self) -> dict[str, Any]:
         """The data passed to ``pintrk('track', tag_name, …)``, with the same event_id."""
-        data = {key: _json_safe(value) for key, value in self.tag_data.items()}
+        data = {key: _json_safe(_thaw(value)) for key, value in self.tag_data.items()}
         data["event_id"] = self.event_id
         return data
 
@@ -135,9 +135,9 @@ def build_event(
         name=resolved,
         event_id=_event_id(resolved.capi, event_id, event_data.get("order_id")),
         event_time=_event_time(event_time),
-        user_data=MappingProxyType(user_data),
-        custom_data=MappingProxyType(to_custom_data(event_data)),
-        tag_data=MappingProxyType(copy.deepcopy(event_data)),
+        user_data=_freeze(user_data),
+        custom_data=_freeze(to_custom_data(event_data)),
+        tag_data=_freeze(event_data),
         event_source_url=event_source_url or None,
         action_source=action_source,
         opt_out=opt_out,
@@ -168,12 +168,32 @@ def _event_time(value: int | float | dt.datetime | None) -> int:
         return int(value.timestamp())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidEvent(f"event_time must be Unix seconds, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidEvent(f"event_time must be finite Unix seconds, got {value!r}")
     if value > 10**11:
         # A JavaScript Date.now() slipped through: Pinterest wants seconds.
         raise InvalidEvent(f"event_time must be Unix seconds, not milliseconds: {value!r}")
     if value <= 0:
         raise InvalidEvent(f"event_time must be positive Unix seconds, got {value!r}")
     return int(value)
+
+
+def _freeze(value: Any) -> Any:
+    """A deep read-only copy: an Event's data cannot change once built."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Plain dicts and lists again, fresh for every payload."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
 
 
 def _json_safe(value: Any) -> Any:
