@@ -129,7 +129,7 @@ def test_worker_process_delivers_and_stops_on_sigterm(tmp_path: Path, fake: Fake
     for i in range(5):
         outbox.put(payload(f"w-{i}"))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "tests.support.cli_app", "dedupkit", "worker"],
+        [sys.executable, "-m", "flask", "--app", "tests.support.env_app", "dedupkit", "worker"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

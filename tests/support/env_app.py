@@ -1,6 +1,7 @@
-"""An app factory for `flask --app tests.support.cli_app dedupkit …` in subprocesses.
+"""An app configured from DEDUPKIT_* environment variables, as in a deployment.
 
-Settings come from DEDUPKIT_* environment variables, as in a deployment.
+For subprocesses: `flask --app tests.support.env_app dedupkit …` and
+`gunicorn 'tests.support.env_app:create_app()'`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def create_app() -> Flask:
     for key, value in os.environ.items():
         if key.startswith("DEDUPKIT_") and key not in ("DEDUPKIT_CONVERSION_TOKEN",):
             app.config[key] = value
-    app.config["DEDUPKIT_BACKGROUND_SENDER"] = False
+    app.config["DEDUPKIT_BACKGROUND_SENDER"] = os.environ.get("DEDUPKIT_BACKGROUND_SENDER") == "1"
     app.config["DEDUPKIT_FLUSH_INTERVAL"] = float(os.environ.get("DEDUPKIT_FLUSH_INTERVAL", "1"))
     DedupKit(app)
     return app

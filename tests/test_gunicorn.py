@@ -1,0 +1,135 @@
+"""Under gunicorn with several workers on one SQLite outbox, each event reaches Pinterest once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dedupkit.client import CapiClient
+from dedupkit.outbox import open_outbox
+from dedupkit.sender import Sender
+from dedupkit.testing import FakePinterest
+
+from .conftest import CHROME_UA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePinterest]:
+    with FakePinterest() as fake:
+        yield fake
+
+
+def start_gunicorn(fake: FakePinterest, queue_url: str, *, preload: bool) -> tuple[Any, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEDUPKIT_AD_ACCOUNT_ID": fake.ad_account_id,
+        "DEDUPKIT_CONVERSION_TOKEN": fake.token,
+        "DEDUPKIT_API_BASE_URL": fake.api_base_url,
+        "DEDUPKIT_QUEUE_URL": queue_url,
+        "DEDUPKIT_BACKGROUND_SENDER": "1",
+        "DEDUPKIT_FLUSH_INTERVAL": "0.05",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "10",
+    ]
+    if preload:
+        command.append("--preload")
+    command.append("tests.support.env_app:create_app()")
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {process.communicate()[0]}")
+        try:
+            if httpx.get(f"{url}/dedupkit/dedupkit.js", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling for the port to open, with a deadline
+    process.kill()
+    raise AssertionError("gunicorn did not start")
+
+
+def beacon(event_id: str) -> str:
+    return json.dumps(
+        {
+            "event_name": "add_to_cart",
+            "event_id": event_id,
+            "event_source_url": "https://shop.example/p",
+            "data": {"value": 3, "currency": "USD"},
+        }
+    )
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork-then-import", "preload"])
+def test_two_workers_deliver_each_event_once_and_lose_none_at_shutdown(
+    tmp_path: Path, fake: FakePinterest, preload: bool
+) -> None:
+    queue_url = f"sqlite:///{tmp_path}/outbox.sqlite3"
+    process, url = start_gunicorn(fake, queue_url, preload=preload)
+    ids = [f"g-{i}" for i in range(300)]
+    try:
+        # No keep-alive: every beacon is a new connection, so both workers get requests.
+        headers = {"User-Agent": CHROME_UA, "Content-Type": "text/plain"}
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(headers=headers, limits=limits) as http:
+            for event_id in ids + ids[:50]:  # 50 beacons sent twice, as a flaky network does
+                response = http.post(f"{url}/dedupkit/events", content=beacon(event_id))
+                assert response.status_code == 202, response.text
+        # Stop while deliveries may still be under way: nothing may be lost.
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+
+    outbox = open_outbox(queue_url)
+    stats = outbox.stats()
+    assert stats.dead == 0
+    assert stats.delivered + stats.pending + stats.in_flight == len(ids)
+    # Whatever the workers left behind, any later sender finishes.
+    with CapiClient(
+        ad_account_id=fake.ad_account_id, token=fake.token, base_url=fake.api_base_url
+    ) as client:
+        sender = Sender(outbox, client, lease=0.5)
+        deadline = time.monotonic() + 20
+        while outbox.stats().delivered < len(ids) and time.monotonic() < deadline:
+            if sender.run_once() == 0:
+                time.sleep(0.05)  # waiting out a lease left by a stopped worker
+    received = [e["event_id"] for e in fake.capi_events]
+    assert sorted(received) == sorted(ids)
