@@ -1,0 +1,478 @@
+"""``FakePinterest``: the Conversions API and the Pinterest tag, offline, on a real socket."""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .answers import (
+    Verdict,
+    batch_body,
+    error_body,
+    judge,
+    partial_failure_body,
+)
+from .faults import DEFAULT_EVENT_FAILURE, EventSelector, Faults
+from .records import (
+    CAPI,
+    TAG,
+    Conversion,
+    PageCall,
+    RejectedRequest,
+    RequestRecord,
+    TagEvent,
+    merge_conversions,
+)
+from .schema import request_errors, response_errors
+from .server import Answer, CapiRequest, ServerThread, create_app
+
+_AD_ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
+# How often wait_for re-checks a predicate that depends on more than the fake's records.
+_RECHECK_INTERVAL = 0.05
+# A 400 message describes at most this many schema violations.
+_MAX_PROBLEMS = 5
+# /_fake/state keeps to the most recent entries.
+_STATE_CONVERSIONS = 50
+_STATE_REQUESTS = 20
+
+
+class FakePinterest:
+    """A stand-in for Pinterest: ``POST /v5/ad_accounts/<id>/events``, a stand-in tag at
+    ``/ct/core.js`` that reports every ``pintrk`` call, and records of all of it.
+
+    ::
+
+        with FakePinterest() as fake:
+            app.config["DEDUPKIT_API_BASE_URL"] = fake.api_base_url
+            app.config["DEDUPKIT_PINTRK_SRC"] = fake.pintrk_src
+            ...
+            assert fake.wait_for_capi_events(1)
+
+    Requests are checked like Pinterest does (bearer token, ad account, the official request
+    schema, event times) and every answer follows the official response schema. Records are
+    thread-safe and every accessor returns a copy.
+
+    :param token: the conversion token requests must carry.
+    :param ad_account_id: the one ad account that exists.
+    :param host: the address to listen on; keep the loopback default in tests.
+    :param port: 0 picks a free port.
+    :param log_requests: log each request through werkzeug (for the standalone fake).
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        ad_account_id: str = "549764982399",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_requests: bool = False,
+    ) -> None:
+        if not token:
+            raise ValueError("token must not be empty")
+        if not _AD_ACCOUNT_ID.fullmatch(ad_account_id):
+            raise ValueError(f"ad_account_id must be 1 to 18 digits, got {ad_account_id!r}")
+        self._token = token
+        self._ad_account_id = ad_account_id
+        self._host = host
+        self._port = port
+        self._log_requests = log_requests
+        self._server: ServerThread | None = None
+        # Set while stopping, so a delayed answer returns at once instead of holding stop().
+        self._stopping = threading.Event()
+        self._faults = Faults()
+        self._changed = threading.Condition(threading.RLock())
+        # Processed CAPI event dicts and TagEvents, in arrival order: conversions() needs both
+        # in one sequence, capi_events and tag_events are views of it.
+        self._arrivals: list[TagEvent | dict[str, Any]] = []
+        self._test_events: list[dict[str, Any]] = []
+        self._page_calls: list[PageCall] = []
+        self._requests: list[RequestRecord] = []
+        self._rejected: list[RejectedRequest] = []
+        self._app = create_app(
+            answer_events=self._answer_events,
+            record_tag_report=self._record_tag_report,
+            state=self.state,
+            pause=self._stopping.wait,
+        )
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server else "stopped"
+        return f"<FakePinterest {where} ad_account={self._ad_account_id}>"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakePinterest:
+        """Start serving (on a new free port each time when ``port`` is 0)."""
+        if self._server is None:
+            self._stopping.clear()
+            server = ServerThread(
+                self._app, self._host, self._port, log_requests=self._log_requests
+            )
+            server.start()
+            self._server = server
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; pending delayed answers are released at once. Records are kept."""
+        server, self._server = self._server, None
+        if server is not None:
+            self._stopping.set()
+            server.stop()
+
+    def __enter__(self) -> FakePinterest:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # -- addresses and credentials --------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running fake."""
+        if self._server is None:
+            raise RuntimeError("FakePinterest is not running: use it in a with block or start()")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._server.port}"
+
+    @property
+    def api_base_url(self) -> str:
+        """The ``DEDUPKIT_API_BASE_URL`` pointing at this fake."""
+        return self.base_url + "/v5"
+
+    @property
+    def pintrk_src(self) -> str:
+        """The ``DEDUPKIT_PINTRK_SRC`` of the stand-in tag."""
+        return self.base_url + "/ct/core.js"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def ad_account_id(self) -> str:
+        return self._ad_account_id
+
+    # -- records --------------------------------------------------------------------------
+
+    @property
+    def capi_events(self) -> list[dict[str, Any]]:
+        """Every processed CAPI event, duplicates included, in arrival order."""
+        with self._changed:
+            return [copy.deepcopy(a) for a in self._arrivals if isinstance(a, dict)]
+
+    @property
+    def test_events(self) -> list[dict[str, Any]]:
+        """Processed events of ``?test=true`` requests (not counted anywhere else)."""
+        with self._changed:
+            return copy.deepcopy(self._test_events)
+
+    @property
+    def tag_events(self) -> list[TagEvent]:
+        """Every ``pintrk('track', …)`` call the stand-in tag reported."""
+        with self._changed:
+            return [copy.deepcopy(a) for a in self._arrivals if isinstance(a, TagEvent)]
+
+    @property
+    def page_calls(self) -> list[PageCall]:
+        """Every ``pintrk('page', …)`` call the stand-in tag reported."""
+        with self._changed:
+            return copy.deepcopy(self._page_calls)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every Conversions API request, test ones included, with the status it got."""
+        with self._changed:
+            return list(self._requests)
+
+    @property
+    def rejected(self) -> list[RejectedRequest]:
+        """Requests refused for a bad token, ad account or body (not injected faults)."""
+        with self._changed:
+            return copy.deepcopy(self._rejected)
+
+    def conversions(self) -> list[Conversion]:
+        """What Pinterest would count: tag and CAPI events merged by (CAPI name, event_id)."""
+        with self._changed:
+            return merge_conversions(copy.deepcopy(self._arrivals))
+
+    def reset(self) -> None:
+        """Forget all records and pending faults."""
+        self._faults.clear()
+        with self._changed:
+            for records in (
+                self._arrivals,
+                self._test_events,
+                self._page_calls,
+                self._requests,
+                self._rejected,
+            ):
+                records.clear()
+            self._changed.notify_all()
+
+    def state(self) -> dict[str, Any]:
+        """The summary served at ``/_fake/state``: counts, recent conversions and requests."""
+        conversions = self.conversions()
+        with self._changed:
+            counts = {
+                "capi_events": sum(isinstance(a, dict) for a in self._arrivals),
+                "tag_events": sum(isinstance(a, TagEvent) for a in self._arrivals),
+                "page_calls": len(self._page_calls),
+                "test_events": len(self._test_events),
+                "requests": len(self._requests),
+                "rejected": len(self._rejected),
+            }
+            requests = self._requests[-_STATE_REQUESTS:]
+        counts["conversions"] = len(conversions)
+        counts["deduplicated"] = sum(c.sources == {TAG, CAPI} for c in conversions)
+        return {
+            "counts": counts,
+            "conversions": [
+                {
+                    "event_name": c.event_name,
+                    "event_id": c.event_id,
+                    "sources": sorted(c.sources),
+                    "tag_events": len(c.tag_events),
+                    "capi_events": len(c.capi_events),
+                }
+                for c in conversions[-_STATE_CONVERSIONS:]
+            ],
+            "requests": [
+                {
+                    "received_at": r.received_at,
+                    "path": r.path,
+                    "status": r.status,
+                    "num_events": r.num_events,
+                    "test": r.test,
+                }
+                for r in requests
+            ],
+        }
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+        """Wait until ``predicate()`` is true; ``False`` if it is not by ``timeout`` seconds.
+
+        The predicate is checked whenever the fake records something, and every 50 ms in case
+        it also looks at state outside the fake.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, _RECHECK_INTERVAL))
+        return True
+
+    def wait_for_capi_events(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until at least ``count`` CAPI events were processed."""
+        return self.wait_for(lambda: self._count(dict) >= count, timeout)
+
+    def wait_for_tag_events(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until the stand-in tag reported at least ``count`` track calls."""
+        return self.wait_for(lambda: self._count(TagEvent) >= count, timeout)
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until at least ``count`` Conversions API requests were answered."""
+        return self.wait_for(lambda: len(self._requests) >= count, timeout)
+
+    def _count(self, kind: type[object]) -> int:
+        return sum(isinstance(a, kind) for a in self._arrivals)
+
+    # -- fault injection ------------------------------------------------------------------
+
+    def fail_next(
+        self, status: int, times: int = 1, retry_after: float | str | None = None
+    ) -> None:
+        """Answer the next ``times`` CAPI requests with ``status`` and the spec's error body,
+        before any check (test-mode requests included); nothing of them is recorded but the
+        request itself.
+
+        :param retry_after: the ``Retry-After`` header: seconds, or an HTTP date string.
+        """
+        self._faults.fail_next(status, times, retry_after)
+
+    def fail_events(
+        self,
+        events: EventSelector,
+        message: str = DEFAULT_EVENT_FAILURE,
+        *,
+        as_422: bool = False,
+    ) -> None:
+        """From now on (until :meth:`reset`), fail the matching events with ``message``.
+
+        :param events: an event id, several ids, or a predicate on the event dict.
+        :param as_422: answer such a batch with a 422 ``DetailedError`` (per-event verdicts
+            under ``details``) rather than a 200.
+        """
+        self._faults.fail_events(events, message, as_422)
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Hold back the answer to the next ``times`` CAPI requests by ``seconds``.
+
+        The events are judged and recorded at once; only the answer is late, as when the
+        client times out on a request Pinterest did process.
+        """
+        self._faults.delay_next(seconds, times)
+
+    def clear_faults(self) -> None:
+        """Drop every pending injected fault."""
+        self._faults.clear()
+
+    # -- request handling (called from the server's threads) ------------------------------
+
+    def _answer_events(self, request: CapiRequest) -> Answer:
+        received_at = time.time()
+        delay = self._faults.take_delay()
+        body, parse_error = _parse_json(request)
+        events = body.get("data") if isinstance(body, dict) else None
+        count = len(events) if isinstance(events, list) else 0
+
+        injected = self._faults.take_request_failure()
+        if injected is not None:
+            headers = {"Retry-After": injected.retry_after} if injected.retry_after else {}
+            if injected.status == 422:
+                refused = [Verdict(False, "The event was not processed.")] * count
+                answer = Answer(422, partial_failure_body(refused), headers, delay)
+            else:
+                answer = Answer(injected.status, error_body(injected.status), headers, delay)
+            return self._finish(request, received_at, count, answer)
+
+        refusal = self._refusal(request, body, parse_error)
+        if refusal is not None:
+            status, message = refusal
+            answer = Answer(status, error_body(status, message), delay=delay)
+            rejected = RejectedRequest(received_at, request.path, status, message, body)
+            return self._finish(request, received_at, count, answer, rejected=rejected)
+
+        assert isinstance(events, list)  # the schema guarantees it
+        verdicts: list[Verdict] = []
+        as_422 = False
+        for event in events:
+            rule = self._faults.event_failure(event)
+            if rule is not None:
+                verdicts.append(Verdict(False, rule.message))
+                as_422 = as_422 or rule.as_422
+            else:
+                verdicts.append(judge(event, received_at))
+        processed = [e for e, v in zip(events, verdicts, strict=True) if v.processed]
+        if as_422:
+            answer = Answer(422, partial_failure_body(verdicts), delay=delay)
+        else:
+            answer = Answer(200, batch_body(verdicts), delay=delay)
+        return self._finish(request, received_at, count, answer, processed=processed)
+
+    def _refusal(
+        self, request: CapiRequest, body: object, parse_error: str | None
+    ) -> tuple[int, str] | None:
+        scheme, _, credentials = (request.authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode(), self._token.encode()
+        ):
+            return 401, "Authentication failed."
+        if not _AD_ACCOUNT_ID.fullmatch(request.ad_account_id):
+            return 400, "Invalid ad_account_id: it must be 1 to 18 digits."
+        if request.ad_account_id != self._ad_account_id:
+            return 403, "You are not permitted to access that resource."
+        if parse_error is not None:
+            return 400, parse_error
+        problems = request_errors(body)
+        if len(problems) > _MAX_PROBLEMS:
+            more = len(problems) - _MAX_PROBLEMS
+            problems = [*problems[:_MAX_PROBLEMS], f"and {more} more"]
+        if problems:
+            return 400, "Invalid request body: " + "; ".join(problems)
+        return None
+
+    def _finish(
+        self,
+        request: CapiRequest,
+        received_at: float,
+        count: int,
+        answer: Answer,
+        *,
+        processed: Sequence[Any] = (),
+        rejected: RejectedRequest | None = None,
+    ) -> Answer:
+        _check_answer(answer)
+        record = RequestRecord(received_at, request.path, answer.status, count, request.test)
+        with self._changed:
+            target: list[Any] = self._test_events if request.test else self._arrivals
+            target.extend(copy.deepcopy(processed))
+            self._requests.append(record)
+            if rejected is not None:
+                self._rejected.append(rejected)
+            self._changed.notify_all()
+        return answer
+
+    def _record_tag_report(self, text: str) -> str | None:
+        try:
+            report = json.loads(text)
+        except ValueError:
+            return "the report is not JSON"
+        if not isinstance(report, dict):
+            return "the report must be a JSON object"
+        received_at = time.time()
+        data = report.get("data")
+        data = data if isinstance(data, dict) else {}
+        tag_id, url, epik = (_opt_str(report.get(k)) for k in ("tag_id", "url", "epik"))
+        consent = report.get("consent")
+        consent = consent if isinstance(consent, bool) else None
+        record: TagEvent | PageCall
+        if report.get("kind") == "track":
+            name = report.get("event")
+            if not isinstance(name, str) or not name.strip():
+                return "a track report needs an event name"
+            event_id = _opt_str(data.get("event_id"))
+            record = TagEvent(tag_id, name, event_id, data, url, epik, consent, received_at)
+        elif report.get("kind") == "page":
+            record = PageCall(tag_id, data, url, epik, consent, received_at)
+        else:
+            return "kind must be 'track' or 'page'"
+        with self._changed:
+            if isinstance(record, TagEvent):
+                self._arrivals.append(record)
+            else:
+                self._page_calls.append(record)
+            self._changed.notify_all()
+        return None
+
+
+def _parse_json(request: CapiRequest) -> tuple[object, str | None]:
+    """The body, parsed when possible (else its text), and why it is unusable, if it is."""
+    try:
+        body: object = json.loads(request.body)
+    except ValueError:
+        return request.body.decode("utf-8", "replace"), "The request body is not valid JSON."
+    if request.content_type != "application/json":
+        return body, "Content-Type must be application/json."
+    return body, None
+
+
+def _opt_str(value: object) -> str | None:
+    """A non-empty id or URL sent as a string or number; anything else is absent."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return str(value) or None
+
+
+def _check_answer(answer: Answer) -> None:
+    # The fake must never teach a client something Pinterest could not answer.
+    problems = response_errors(answer.body, answer.status)
+    if answer.status == 422:
+        problems += response_errors(answer.body["details"], 200)
+    if problems:
+        raise RuntimeError(f"FakePinterest built an invalid {answer.status} body: {problems}")
