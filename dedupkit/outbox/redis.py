@@ -1,0 +1,473 @@
+"""The Redis outbox, for shops whose senders run on several hosts.
+
+Every operation is one Lua script, so Redis applies it atomically: there is no moment where an
+idempotency key exists without its queued entry, or an entry is neither queued nor leased.
+Keys share the hash tag ``{namespace}`` so that they live in one Redis Cluster slot::
+
+    {ns}:idem:<sha256 of name, event_id>  entry id; SET with a 7-day TTL (Pinterest's max age)
+    {ns}:entry:<id>   hash: payload (JSON), name, event_id, created, attempts, claims, error,
+                      reason, died_at; deleted once acked
+    {ns}:due          sorted set of pending ids, scored by the time they are due
+    {ns}:created      sorted set of pending and in-flight ids, scored by enqueue time
+    {ns}:lease        sorted set of in-flight ids, scored by lease expiry
+    {ns}:dead         sorted set of dead-letter ids, scored by died_at
+    {ns}:seq          entry id counter
+    {ns}:stats        hash: delivered
+    {ns}:skipped      hash: reason -> count
+    {ns}:errors       capped list of JSON ``[when, message]``, newest first
+    {ns}:pause        "no request before" time, only ever raised
+
+``claim`` takes entries whose lease ran out first (their claimer died), then due ones, moves
+them to ``lease`` scored ``now + lease`` and bumps the entry's claim counter. ``Claimed.id`` is
+``<entry id>:<claim number>``: ``retry`` and ``dead`` only act for the current claim, so a
+stalled sender whose entry was claimed again cannot undo the new claimer's work, while ``ack``
+is honoured from any claim and even over a dead letter, as the event did reach Pinterest.
+As in the SQLite outbox, a reclaim does not count as an attempt and only ``retry`` does.
+
+Why not a Stream and a consumer group: leases and retries follow the caller's clock and the
+caller's ``lease`` (``now=``, so tests need not wait), whereas ``XAUTOCLAIM`` measures idle time
+on the server's clock with one threshold; scheduled retries need a sorted set anyway, and
+every process would leave its consumer name in the group for good. The sorted sets give the
+same guarantees, at least once with reclaim by any sender, with one source of truth.
+
+Hosts must keep their clocks in sync (NTP), well within the lease. Redis must not evict keys
+(``maxmemory-policy noeviction``, the default): an evicted entry is a lost event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ConfigurationError, InvalidEvent, OutboxError
+from .base import Claimed, DeadLetter, OutboxStats
+
+try:
+    import redis
+    from redis.commands.core import Script
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "A redis:// DEDUPKIT_QUEUE_URL needs the redis client: pip install dedupkit[redis]"
+    ) from exc
+
+__all__ = ["RedisOutbox"]
+
+#: How long ``(event_name, event_id)`` stays taken: Pinterest rejects events older than this.
+IDEMPOTENCY_TTL = 7 * 24 * 3600
+#: How many recent delivery errors :meth:`RedisOutbox.stats` reports.
+LAST_ERRORS_KEPT = 10
+#: Longer error messages are cut, so that a verbose response cannot bloat Redis.
+MAX_ERROR_LENGTH = 1000
+#: Socket timeouts of the client built from the URL (query parameters in the URL win).
+SOCKET_TIMEOUT = 5.0
+
+_PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local id
+repeat id = redis.call('INCR', KEYS[2]) until redis.call('EXISTS', ARGV[1] .. id) == 0
+redis.call('HSET', ARGV[1] .. id, 'payload', ARGV[2], 'name', ARGV[3], 'event_id', ARGV[4],
+           'created', ARGV[5], 'attempts', 0, 'claims', 0)
+redis.call('ZADD', KEYS[3], ARGV[5], id)
+redis.call('ZADD', KEYS[4], ARGV[5], id)
+-- Last, so that a failure above never leaves the key taken without a queued entry.
+redis.call('SET', KEYS[1], id, 'EX', ARGV[6])
+return 1
+"""
+
+_CLAIM = """
+local limit = tonumber(ARGV[4])
+local out = {}
+local function take(id)
+  local key = ARGV[1] .. id
+  redis.call('ZREM', KEYS[1], id)
+  local payload = redis.call('HGET', key, 'payload')
+  if not payload then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    return
+  end
+  redis.call('ZADD', KEYS[3], ARGV[3], id)
+  local claim = redis.call('HINCRBY', key, 'claims', 1)
+  local attempts = redis.call('HGET', key, 'attempts')
+  out[#out + 1] = id .. ':' .. claim
+  out[#out + 1] = attempts
+  out[#out + 1] = payload
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do take(id) end
+if limit > #expired then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, limit - #expired)
+  for _, id in ipairs(due) do take(id) end
+end
+return out
+"""
+
+_ACK = """
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[4], id) then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('DEL', ARGV[1] .. id)
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[5], 'delivered', n) end
+return n
+"""
+
+# Shared head of retry and dead: the ids whose current claim the caller holds.
+_HELD = """
+local function held(first)
+  local ids = {}
+  for i = first, #ARGV, 2 do
+    local id, claim = ARGV[i], ARGV[i + 1]
+    if redis.call('ZSCORE', KEYS[1], id)
+       and (claim == '' or redis.call('HGET', ARGV[1] .. id, 'claims') == claim) then
+      redis.call('ZREM', KEYS[1], id)
+      ids[#ids + 1] = id
+    end
+  end
+  return ids
+end
+local function log_error(record)
+  -- One failed batch may be rescheduled in several calls: one entry is enough.
+  local newest = redis.call('LINDEX', KEYS[4], 0)
+  local ok, old = pcall(cjson.decode, newest or '')
+  if ok and type(old) == 'table' and old[2] == cjson.decode(record)[2] then
+    redis.call('LPOP', KEYS[4])
+  end
+  redis.call('LPUSH', KEYS[4], record)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[5]) - 1)
+end
+"""
+
+_RETRY = (
+    _HELD
+    + """
+local ids = held(6)
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'error', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+end
+if #ids > 0 then log_error(ARGV[4]) end
+return #ids
+"""
+)
+
+_DEAD = (
+    _HELD
+    + """
+local ids = held(6)
+for _, id in ipairs(ids) do
+  redis.call('HSET', ARGV[1] .. id, 'reason', ARGV[3], 'died_at', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+if #ids > 0 then log_error(ARGV[4]) end
+return #ids
+"""
+)
+
+_REPLAY = """
+local ids = {}
+if ARGV[3] == '1' then
+  ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+else
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+local n = 0
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  if redis.call('ZREM', KEYS[3], id) == 1 then
+    local created = redis.call('HGET', key, 'created')
+    if created then
+      redis.call('HSET', key, 'attempts', 0)
+      redis.call('HDEL', key, 'reason', 'died_at', 'error')
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      redis.call('ZADD', KEYS[2], created, id)
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
+_DEAD_LETTERS = """
+local out = {}
+for _, id in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'name', 'event_id', 'reason', 'died_at', 'attempts')
+  if f[1] then
+    out[#out + 1] = id
+    for i = 1, 5 do out[#out + 1] = f[i] or '' end
+  end
+end
+return out
+"""
+
+_RAISE_PAUSE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def _text(value: bytes | str) -> str:
+    # The client may or may not have been created with decode_responses=True.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _score(value: float, name: str) -> str:
+    # Scores go to Redis as text: Lua would print floats with only 14 significant digits.
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
+    return repr(float(value))
+
+
+def _split_ids(ids: Sequence[str]) -> list[str]:
+    # [entry id, claim number] pairs; a bare entry id (no claim number) skips the claim check.
+    pairs: list[str] = []
+    for item in ids:
+        entry, _, claim = str(item).partition(":")
+        if entry.isdigit() and (claim == "" or claim.isdigit()):
+            pairs += [entry, claim]
+    return pairs
+
+
+def _entry_ids(ids: Sequence[str]) -> list[str]:
+    return _split_ids(ids)[::2]
+
+
+class RedisOutbox:
+    """An :class:`~dedupkit.outbox.base.Outbox` in Redis, shared by every host using it.
+
+    :param url: ``redis://[:password@]host:port/db`` or ``rediss://…``.
+    :param namespace: prefix of every key, to share one Redis database between shops.
+    :param client: a ready :class:`redis.Redis` to use instead of connecting to ``url``; it is
+        not closed by :meth:`close`, and ``url`` only names it in error messages.
+    :raises ConfigurationError: ``url`` is not a Redis URL.
+    """
+
+    def __init__(
+        self, url: str, *, namespace: str = "dedupkit", client: redis.Redis | None = None
+    ) -> None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ConfigurationError("DEDUPKIT_QUEUE_URL is not a valid Redis URL") from exc
+        self._url = url
+        # Both spellings: redis-py unquotes the password before it can show up anywhere.
+        self._secrets = {p for p in (parts.password, unquote(parts.password or "")) if p}
+        host = parts.hostname or "localhost"
+        #: Where the outbox lives, without credentials, for messages and reprs.
+        self.location = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._owns_client = client is None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._client = client if client is not None else self._connect()
+        self._namespace = namespace
+        self._prefix = f"{{{namespace}}}:"
+        self._entry = self._prefix + "entry:"
+        self._keys = {
+            name: self._prefix + name
+            for name in ("seq", "due", "created", "lease", "dead", "stats", "skipped", "errors")
+        }
+        self._keys["pause"] = self._prefix + "pause"
+        register = self._client.register_script
+        self._put = register(_PUT)
+        self._claim = register(_CLAIM)
+        self._ack = register(_ACK)
+        self._retry = register(_RETRY)
+        self._dead = register(_DEAD)
+        self._replay = register(_REPLAY)
+        self._dead_letters = register(_DEAD_LETTERS)
+        self._raise_pause = register(_RAISE_PAUSE)
+
+    def __repr__(self) -> str:
+        return f"<RedisOutbox {self.location} namespace={self._namespace!r}>"
+
+    def _connect(self) -> redis.Redis:
+        try:
+            return redis.Redis.from_url(
+                self._url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                "DEDUPKIT_QUEUE_URL must look like redis://[:password@]host:port/db"
+                f" or rediss://…: {self._redact(str(exc))}"
+            ) from None
+
+    def _redis(self) -> redis.Redis:
+        if self._pid != os.getpid():
+            # A forked child must not talk over the parent's sockets. The old client is only
+            # dropped, never closed: closing could shut the sockets down for the parent too.
+            with self._lock:
+                if self._pid != os.getpid():
+                    if self._owns_client:
+                        self._client = self._connect()
+                    self._pid = os.getpid()
+        return self._client
+
+    def _redact(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    @contextlib.contextmanager
+    def _failing(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            message = self._redact(f"{type(exc).__name__}: {exc}")
+            raise OutboxError(
+                f"Redis outbox at {self.location} could not {action}: {message}"
+            ) from exc
+
+    def _run(self, script: Script, action: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._failing(action):
+            return script(keys=keys, args=args, client=self._redis())
+
+    def _error_record(self, when: float, message: str) -> str:
+        return json.dumps([when, message[:MAX_ERROR_LENGTH]])
+
+    def put(self, payload: Mapping[str, Any], *, now: float | None = None) -> bool:
+        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored."""
+        name, event_id = payload.get("event_name"), payload.get("event_id")
+        if not (isinstance(name, str) and isinstance(event_id, str)):
+            raise InvalidEvent("an outbox payload needs a string 'event_name' and 'event_id'")
+        digest = hashlib.sha256(json.dumps([name, event_id]).encode()).hexdigest()
+        now = time.time() if now is None else now
+        keys = [self._prefix + "idem:" + digest, self._keys["seq"]]
+        keys += [self._keys["due"], self._keys["created"]]
+        body = json.dumps(dict(payload), separators=(",", ":"))
+        args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
+        return bool(self._run(self._put, "store an event", keys, args))
+
+    def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
+        """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        now = time.time() if now is None else now
+        keys = [self._keys["due"], self._keys["created"], self._keys["lease"]]
+        args = [self._entry, _score(now, "now"), _score(now + lease, "lease"), limit]
+        flat = self._run(self._claim, "claim events", keys, args)
+        return [
+            Claimed(id=_text(flat[i]), attempts=int(flat[i + 1]), payload=json.loads(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+
+    def ack(self, ids: Sequence[str]) -> None:
+        """Mark claimed entries delivered (from any claim, even over a dead letter)."""
+        entries = _entry_ids(ids)
+        if entries:
+            keys = [self._keys[k] for k in ("due", "created", "lease", "dead", "stats")]
+            self._run(self._ack, "acknowledge events", keys, [self._entry, *entries])
+
+    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
+        """Give claimed entries back, due again at ``not_before`` (attempts + 1)."""
+        pairs = _split_ids(ids)
+        if pairs:
+            keys = [self._keys[k] for k in ("lease", "due", "created", "errors")]
+            args = [self._entry, _score(not_before, "not_before"), error[:MAX_ERROR_LENGTH]]
+            args += [self._error_record(time.time(), error), str(LAST_ERRORS_KEPT), *pairs]
+            self._run(self._retry, "reschedule events", keys, args)
+
+    def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
+        """Move claimed entries to the dead letters with ``reason``."""
+        pairs = _split_ids(ids)
+        if pairs:
+            now = time.time() if now is None else now
+            keys = [self._keys[k] for k in ("lease", "dead", "created", "errors")]
+            args = [self._entry, _score(now, "now"), reason[:MAX_ERROR_LENGTH]]
+            args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), *pairs]
+            self._run(self._dead, "dead-letter events", keys, args)
+
+    def pause_until(self) -> float:
+        """The shared "no request to Pinterest before" time (0 when none)."""
+        with self._failing("read the pause"):
+            value = self._redis().get(self._keys["pause"])
+        return float(_text(value)) if value is not None else 0.0
+
+    def set_pause_until(self, when: float) -> None:
+        """Raise the shared pause (after a 429/503 ``Retry-After``); never lowers it."""
+        keys = [self._keys["pause"]]
+        self._run(self._raise_pause, "set the pause", keys, [_score(when, "when")])
+
+    def record_skip(self, reason: str) -> None:
+        """Count an event that was deliberately not enqueued."""
+        with self._failing("count a skipped event"):
+            self._redis().hincrby(self._keys["skipped"], reason, 1)
+
+    def stats(self, *, now: float | None = None) -> OutboxStats:
+        now = time.time() if now is None else now
+        k = self._keys
+        with self._failing("read its statistics"):
+            pipe = self._redis().pipeline(transaction=True)
+            pipe.zcard(k["due"])
+            pipe.zcard(k["lease"])
+            pipe.hget(k["stats"], "delivered")
+            pipe.zcard(k["dead"])
+            pipe.zrange(k["created"], 0, 0, withscores=True)
+            pipe.hgetall(k["skipped"])
+            pipe.lrange(k["errors"], 0, LAST_ERRORS_KEPT - 1)
+            pending, in_flight, delivered, dead, oldest, skipped, errors = pipe.execute()
+        last_errors = [(float(w), str(m)) for w, m in (json.loads(e) for e in errors)]
+        return OutboxStats(
+            pending=int(pending),
+            in_flight=int(in_flight),
+            delivered=int(delivered or 0),
+            dead=int(dead),
+            oldest_pending_age=max(0.0, now - float(oldest[0][1])) if oldest else None,
+            skipped={_text(r): int(n) for r, n in skipped.items()},
+            last_errors=last_errors,
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, most recent first."""
+        if limit <= 0:
+            return []
+        keys = [self._keys["dead"]]
+        flat = self._run(self._dead_letters, "list dead letters", keys, [self._entry, limit])
+        return [
+            DeadLetter(
+                id=_text(flat[i]),
+                event_name=_text(flat[i + 1]),
+                event_id=_text(flat[i + 2]),
+                reason=_text(flat[i + 3]),
+                died_at=float(flat[i + 4] or 0),
+                attempts=int(flat[i + 5] or 0),
+            )
+            for i in range(0, len(flat), 6)
+        ]
+
+    def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
+        """Make dead letters pending again (all of them when ``ids`` is None), attempts reset."""
+        entries = [] if ids is None else _entry_ids(ids)
+        if ids is not None and not entries:
+            return 0
+        now = time.time() if now is None else now
+        keys = [self._keys[k] for k in ("due", "created", "dead")]
+        args = [self._entry, _score(now, "now"), "1" if ids is None else "0", *entries]
+        return int(self._run(self._replay, "replay dead letters", keys, args))
+
+    def close(self) -> None:
+        """Disconnect, unless the client was passed in."""
+        if self._owns_client and self._pid == os.getpid():
+            self._client.close()
