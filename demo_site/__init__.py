@@ -1,0 +1,439 @@
+"""The demo storefront: a tiny shop wired to dedupkit and, offline, to a fake Pinterest.
+
+``python -m demo_site`` starts it with an embedded :class:`dedupkit.testing.FakePinterest`.
+:func:`create_app` builds the shop; pass the running fake as ``DEMO_FAKE_PINTEREST`` in
+``config`` and the shop talks to it (``/pinterest`` then shows what it counted).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from dedupkit import DedupKit, Event
+from dedupkit.config import redacted_url
+from dedupkit.extension import get_state
+from dedupkit.testing import Conversion, FakePinterest
+
+#: A made-up tag id: the fake's stand-in tag accepts any.
+DEMO_TAG_ID = "2612345678901"
+#: The outbox file in the app's instance folder.
+QUEUE_FILE = "demo-outbox.sqlite3"
+CURRENCY = "USD"
+#: Order ids start here: "A-1001", "A-1002", ...
+FIRST_ORDER_NUMBER = 1001
+MAX_QUANTITY = 99
+CHECKOUT_FIELDS = ("email", "phone", "name", "zip")
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    sku: str
+    name: str
+    price: Decimal
+    category: str
+    blurb: str
+    #: The colour of the product's placeholder picture.
+    colour: str
+
+
+CATALOGUE: Mapping[str, Product] = {
+    p.sku: p
+    for p in (
+        Product(
+            "SKU-TOTE",
+            "Linen tote bag",
+            Decimal("29.00"),
+            "Bags",
+            "Sturdy undyed linen, long handles, one inside pocket.",
+            "#d9c7a7",
+        ),
+        Product(
+            "SKU-MUG",
+            "Speckled ceramic mug",
+            Decimal("18.50"),
+            "Kitchen",
+            "Hand-thrown stoneware, 350 ml, dishwasher safe.",
+            "#9fb8ad",
+        ),
+        Product(
+            "SKU-THROW",
+            "Wool throw blanket",
+            Decimal("89.00"),
+            "Living",
+            "Merino wool, 130 by 170 cm, woven in a herringbone twill.",
+            "#c0392b",
+        ),
+        Product(
+            "SKU-NOTE",
+            "Dot-grid notebook",
+            Decimal("12.00"),
+            "Stationery",
+            "A5, 160 pages of 100 gsm paper that fountain pens like.",
+            "#34495e",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    product: Product
+    quantity: int
+
+    @property
+    def total(self) -> Decimal:
+        return self.product.price * self.quantity
+
+    def line_item(self) -> dict[str, Any]:
+        """The line in the tag's vocabulary (what ``kit.track`` and ``pintrk`` take)."""
+        return {
+            "product_id": self.product.sku,
+            "product_name": self.product.name,
+            "product_category": self.product.category,
+            "product_price": self.product.price,
+            "product_quantity": self.quantity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    lines: tuple[Line, ...]
+    email: str
+    phone: str
+    name: str
+    zip: str
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.total for line in self.lines), Decimal("0.00"))
+
+
+class Orders:
+    """Orders in memory: a demo forgets them when it stops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(FIRST_ORDER_NUMBER)
+        self._orders: dict[str, Order] = {}
+
+    def place(self, lines: tuple[Line, ...], **customer: str) -> Order:
+        with self._lock:
+            order = Order(f"A-{next(self._numbers)}", lines, **customer)
+            self._orders[order.id] = order
+        return order
+
+    def get(self, order_id: str) -> Order | None:
+        with self._lock:
+            return self._orders.get(order_id)
+
+
+@dataclass(slots=True)
+class Shop:
+    """What the shop keeps per app, in ``app.extensions["demo_shop"]``."""
+
+    kit: DedupKit
+    orders: Orders
+    fake: FakePinterest | None
+
+
+shop = Blueprint("shop", __name__)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the demo shop.
+
+    :param config: overrides for ``app.config``. ``DEMO_FAKE_PINTEREST``, a running
+        :class:`~dedupkit.testing.FakePinterest`, points dedupkit's API, tag script and
+        credentials at it; without it they come from ``config`` or the environment.
+        ``DEMO_REQUIRE_CONSENT=1`` in the environment turns on ``DEDUPKIT_REQUIRE_CONSENT``.
+    """
+    config = dict(config or {})
+    app = Flask(__name__)
+    app.config.from_mapping(
+        # A fresh key per start: demo carts need not survive a restart.
+        SECRET_KEY=secrets.token_hex(32),
+        SESSION_COOKIE_SAMESITE="Lax",
+        DEMO_FAKE_PINTEREST=None,
+        DEDUPKIT_TAG_ID=DEMO_TAG_ID,
+        DEDUPKIT_QUEUE_URL=f"sqlite:///{Path(app.instance_path) / QUEUE_FILE}",
+        DEDUPKIT_PAGE_VISIT=True,
+        DEDUPKIT_DEBUG_UI=True,
+        DEDUPKIT_PHONE_REGION="US",
+        DEDUPKIT_REQUIRE_CONSENT=os.environ.get("DEMO_REQUIRE_CONSENT", "").lower()
+        in ("1", "true", "yes", "on"),
+    )
+    fake = config.get("DEMO_FAKE_PINTEREST")
+    if fake is not None:
+        app.config.update(
+            DEDUPKIT_API_BASE_URL=fake.api_base_url,
+            DEDUPKIT_PINTRK_SRC=fake.pintrk_src,
+            DEDUPKIT_CONVERSION_TOKEN=fake.token,
+            DEDUPKIT_AD_ACCOUNT_ID=fake.ad_account_id,
+        )
+    app.config.update(config)
+
+    kit = DedupKit(app)
+    app.extensions["demo_shop"] = Shop(kit, Orders(), fake)
+    app.register_blueprint(shop)
+    app.context_processor(_layout_context)
+    return app
+
+
+def _shop() -> Shop:
+    state: Shop = current_app.extensions["demo_shop"]
+    return state
+
+
+# -- the cart, in the session cookie ----------------------------------------------------------
+
+
+def _cart() -> dict[str, int]:
+    raw = session.get("cart")
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        sku: qty
+        for sku, qty in raw.items()
+        if sku in CATALOGUE and isinstance(qty, int) and 0 < qty <= MAX_QUANTITY
+    }
+
+
+def _cart_lines() -> tuple[Line, ...]:
+    return tuple(Line(CATALOGUE[sku], qty) for sku, qty in _cart().items())
+
+
+def _quantity(value: str | None) -> int:
+    try:
+        quantity = int(value or "1")
+    except ValueError:
+        abort(400, "quantity must be a whole number")
+    return max(1, min(quantity, MAX_QUANTITY))
+
+
+def _layout_context() -> dict[str, Any]:
+    conf = current_app.config
+    return {
+        "cart_count": sum(_cart().values()),
+        "currency": CURRENCY,
+        "require_consent": bool(conf["DEDUPKIT_REQUIRE_CONSENT"]),
+        "consent": request.cookies.get(conf["DEDUPKIT_CONSENT_COOKIE"]),
+        "click_id": request.cookies.get(conf["DEDUPKIT_CLICK_ID_COOKIE"]),
+        "dashboard_url": dashboard_path(current_app),
+    }
+
+
+def dashboard_path(app: Flask) -> str | None:
+    """The dedupkit ledger dashboard's path, when this dedupkit version has one and it is on."""
+    conf = app.config
+    if not conf["DEDUPKIT_DEBUG_UI"]:
+        return None
+    path = conf["DEDUPKIT_URL_PREFIX"].rstrip("/") + "/debug"
+    exists = any(rule.rule == path for rule in app.url_map.iter_rules())
+    return path if exists else None
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+@shop.get("/")
+def home() -> str:
+    return render_template("home.html", products=CATALOGUE.values())
+
+
+@shop.get("/products/<sku>")
+def product(sku: str) -> str:
+    item = CATALOGUE.get(sku) or abort(404)
+    return render_template("product.html", product=item, line=Line(item, 1).line_item())
+
+
+@shop.get("/search")
+def search() -> str:
+    query = request.args.get("q", "").strip()[:100]
+    needle = query.casefold()
+    found = [
+        p for p in CATALOGUE.values() if needle in f"{p.name} {p.category} {p.blurb}".casefold()
+    ]
+    return render_template("search.html", query=query, products=found if query else [])
+
+
+@shop.get("/cart")
+def cart() -> str:
+    lines = _cart_lines()
+    total = sum((line.total for line in lines), Decimal("0.00"))
+    return render_template("cart.html", lines=lines, total=total)
+
+
+@shop.post("/cart")
+def add_to_cart() -> Response:
+    """Add a product; JSON for the page's fetch(), a redirect for a plain form post."""
+    sku = request.form.get("sku", "")
+    if sku not in CATALOGUE:
+        abort(400, "unknown product")
+    contents = _cart()
+    added = _quantity(request.form.get("quantity"))
+    contents[sku] = min(contents.get(sku, 0) + added, MAX_QUANTITY)
+    session["cart"] = contents
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(count=sum(contents.values()))
+    return redirect(url_for("shop.cart"), 303)
+
+
+@shop.post("/cart/empty")
+def empty_cart() -> Response:
+    session.pop("cart", None)
+    return redirect(url_for("shop.cart"), 303)
+
+
+@shop.get("/checkout")
+def checkout_form() -> str | Response:
+    lines = _cart_lines()
+    if not lines:
+        return redirect(url_for("shop.cart"))
+    total = sum((line.total for line in lines), Decimal("0.00"))
+    return render_template("checkout.html", lines=lines, total=total, errors={}, form={})
+
+
+@shop.post("/checkout")
+def checkout() -> str | Response:
+    lines = _cart_lines()
+    if not lines:
+        return redirect(url_for("shop.cart"), 303)
+    form = {key: request.form.get(key, "").strip()[:200] for key in CHECKOUT_FIELDS}
+    errors = {}
+    if "@" not in form["email"]:
+        errors["email"] = "An email address is needed for the receipt."
+    if not form["name"]:
+        errors["name"] = "Please tell us who the parcel is for."
+    if errors:
+        total = sum((line.total for line in lines), Decimal("0.00"))
+        page = render_template("checkout.html", lines=lines, total=total, errors=errors, form=form)
+        return Response(page, status=422)
+
+    order = _shop().orders.place(lines, **form)
+    session.pop("cart", None)
+    session["orders"] = [*session.get("orders", [])[-19:], order.id]
+    # Tracked here, so the Conversions API hears of the sale even if the browser never
+    # reaches the thank-you page (closed tab, blocked tag).
+    _track_checkout(order)
+    return redirect(url_for("shop.thanks", order_id=order.id), 303)
+
+
+@shop.get("/thanks/<order_id>")
+def thanks(order_id: str) -> str:
+    order = _shop().orders.get(order_id)
+    # Only the session that placed the order may see it: the page repeats what was bought.
+    if order is None or order_id not in session.get("orders", []):
+        abort(404)
+    # The same order gives the same event_id ("checkout-A-1001"); the outbox already holds it,
+    # so a reload re-renders the tag call without queueing a second CAPI event.
+    event = _track_checkout(order)
+    return render_template("thanks.html", order=order, event=event)
+
+
+def _track_checkout(order: Order) -> Event:
+    first, _, last = order.name.partition(" ")
+    return _shop().kit.track(
+        "checkout",
+        order_id=order.id,
+        value=order.total,
+        currency=CURRENCY,
+        order_quantity=sum(line.quantity for line in order.lines),
+        line_items=[line.line_item() for line in order.lines],
+        user={
+            "email": order.email,
+            "phone": order.phone,
+            "first_name": first,
+            "last_name": last,
+            "zip": order.zip,
+            "country": "US",
+        },
+    )
+
+
+@shop.post("/privacy/reset")
+def reset_consent() -> Response:
+    """Forget the consent decision so the banner asks again."""
+    response = redirect(url_for("shop.home"), 303)
+    response.delete_cookie(current_app.config["DEDUPKIT_CONSENT_COOKIE"], path="/")
+    return response
+
+
+# -- what Pinterest saw -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRow:
+    """One line of the /pinterest table."""
+
+    event_name: str
+    event_id: str | None
+    sources: str
+    tag_calls: int
+    capi_events: int
+    click_id: str | None
+
+
+def _row(conversion: Conversion) -> ConversionRow:
+    both = len(conversion.sources) == 2
+    sources = "both" if both else ("CAPI" if "capi" in conversion.sources else "tag")
+    click_id = next(
+        (e["user_data"].get("click_id") for e in conversion.capi_events if e.get("user_data")),
+        None,
+    ) or next((t.epik for t in conversion.tag_events if t.epik), None)
+    return ConversionRow(
+        conversion.event_name,
+        conversion.event_id,
+        sources,
+        len(conversion.tag_events),
+        len(conversion.capi_events),
+        click_id,
+    )
+
+
+#: Why dedupkit did not send an event, in words (``OutboxStats.skipped`` keys).
+SKIP_REASONS = {
+    "bot": "crawler or headless browser",
+    "no_consent": "no consent",
+    "no_identity": "no email, IP or user agent",
+}
+
+
+@shop.get("/pinterest")
+def pinterest() -> str:
+    fake = _shop().fake
+    rows = [_row(c) for c in fake.conversions()] if fake else []
+    state = get_state()
+    return render_template(
+        "pinterest.html",
+        fake=fake,
+        rows=list(reversed(rows)),
+        tag_calls=sum(r.tag_calls for r in rows),
+        capi_events=sum(r.capi_events for r in rows),
+        deduplicated=sum(r.sources == "both" for r in rows),
+        stats=state.outbox.stats(),
+        queue_url=redacted_url(state.queue_url),
+        skip_reasons=SKIP_REASONS,
+    )

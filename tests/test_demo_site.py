@@ -1,0 +1,265 @@
+"""The demo storefront, through Flask's test client and a real FakePinterest."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from dedupkit.extension import get_state
+from dedupkit.testing import FakePinterest
+from dedupkit.user_data import sha256_hex
+from demo_site import create_app
+
+#: A desktop Chrome: a shopper, not a bot (the test client's own user agent is filtered).
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+EMAIL = "Jane.Roe+demo@Example.com"
+CUSTOMER = {"email": EMAIL, "phone": "(415) 555-0134", "name": "Jane Roe", "zip": "94103"}
+PINTRK_CHECKOUT = re.compile(r"pintrk\('track',\"checkout\",(\{.*?\})\);</script>")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakePinterest]:
+    with FakePinterest() as fake:
+        yield fake
+
+
+@pytest.fixture
+def app(fake: FakePinterest, tmp_path: Path) -> Iterator[Flask]:
+    fake.reset()
+    app = create_app(
+        {
+            "TESTING": True,
+            "DEMO_FAKE_PINTEREST": fake,
+            "DEDUPKIT_QUEUE_URL": f"sqlite:///{tmp_path}/outbox.sqlite3",
+            "DEDUPKIT_FLUSH_INTERVAL": 0.05,
+        }
+    )
+    yield app
+    state = get_state(app)
+    state.background.stop()
+    state.outbox.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = CHROME_UA
+    return client
+
+
+def add_to_cart(client: FlaskClient, sku: str = "SKU-MUG", quantity: int = 2) -> Any:
+    return client.post(
+        "/cart",
+        data={"sku": sku, "quantity": str(quantity)},
+        headers={"Accept": "application/json"},
+    )
+
+
+def place_order(client: FlaskClient, **customer: str) -> str:
+    """Fill the cart, check out; returns the thank-you page's path."""
+    assert add_to_cart(client).status_code == 200
+    response = client.post("/checkout", data={**CUSTOMER, **customer})
+    assert response.status_code == 303
+    return str(response.headers["Location"])
+
+
+def pintrk_checkout(html: str) -> dict[str, Any]:
+    match = PINTRK_CHECKOUT.search(html)
+    assert match, "the thank-you page does not fire pintrk('track',\"checkout\", …)"
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
+
+
+def queued_total(app: Flask) -> int:
+    stats = get_state(app).outbox.stats()
+    return stats.pending + stats.in_flight + stats.delivered + stats.dead
+
+
+def test_home_lists_products_with_the_tag_and_the_ad_click_link(client: FlaskClient) -> None:
+    html = client.get("/").get_data(as_text=True)
+    for name in ("Linen tote bag", "Speckled ceramic mug", "Wool throw blanket"):
+        assert name in html
+    assert "/dedupkit/dedupkit.js" in html
+    assert "pintrk('load'" in html
+    assert 'href="/?epik=demo-click"' in html
+    assert 'id="consent-banner"' in html
+
+
+def test_consent_banner_is_gone_once_decided(client: FlaskClient) -> None:
+    client.set_cookie("_dedupkit_consent", "0")
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="consent-banner"' not in html
+    assert "declined" in html
+
+
+def test_require_consent_toggle(
+    fake: FakePinterest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMO_REQUIRE_CONSENT", "1")
+    app = create_app(
+        {
+            "DEMO_FAKE_PINTEREST": fake,
+            "DEDUPKIT_QUEUE_URL": f"sqlite:///{tmp_path}/consent.sqlite3",
+        }
+    )
+    assert app.config["DEDUPKIT_REQUIRE_CONSENT"] is True
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert 'data-require-consent="1"' in html
+    assert "Nothing is sent on either channel until you accept" in html
+
+
+def test_product_page_tracks_add_to_cart_in_the_browser(client: FlaskClient) -> None:
+    response = client.get("/products/SKU-MUG")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Speckled ceramic mug" in html
+    assert "$18.50" in html
+    assert "dedupkit.track('add_to_cart'" in html
+    assert '"product_id": "SKU-MUG"' in html
+    assert client.get("/products/SKU-NOPE").status_code == 404
+
+
+def test_add_to_cart_fills_the_session_cart(client: FlaskClient) -> None:
+    assert add_to_cart(client, "SKU-MUG", 2).get_json() == {"count": 2}
+    assert add_to_cart(client, "SKU-NOTE", 1).get_json() == {"count": 3}
+    html = client.get("/cart").get_data(as_text=True)
+    assert "Speckled ceramic mug" in html
+    assert "Dot-grid notebook" in html
+    assert "$49.00" in html  # 2 * 18.50 + 12.00
+    assert add_to_cart(client, "SKU-NOPE").status_code == 400
+
+
+def test_add_to_cart_without_javascript_redirects_to_the_cart(client: FlaskClient) -> None:
+    response = client.post("/cart", data={"sku": "SKU-TOTE"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/cart"
+    assert "Linen tote bag" in client.get("/cart").get_data(as_text=True)
+
+
+def test_search_reports_the_query(client: FlaskClient) -> None:
+    html = client.get("/search", query_string={"q": "wool </script>"}).get_data(as_text=True)
+    assert "dedupkit.track('search', {search_query: " in html
+    # The query is data, never markup: it cannot close the script it is written into.
+    assert "wool </script>" not in html
+    html = client.get("/search", query_string={"q": "mug"}).get_data(as_text=True)
+    assert "Speckled ceramic mug" in html
+    assert "Linen tote bag" not in html
+
+
+def test_checkout_redirects_to_a_thank_you_page_firing_the_same_event(
+    client: FlaskClient, fake: FakePinterest
+) -> None:
+    client.get("/?epik=demo-click")
+    thanks = place_order(client)
+    assert thanks == "/thanks/A-1001"
+    assert client.get("/cart").get_data(as_text=True).count("Speckled ceramic mug") == 0
+
+    html = client.get(thanks).get_data(as_text=True)
+    tag_data = pintrk_checkout(html)
+    assert tag_data["event_id"] == "checkout-A-1001"
+    assert tag_data["order_id"] == "A-1001"
+    assert tag_data["value"] == "37.00"
+    assert EMAIL not in html
+
+    # The Conversions API got the same event, hashed, with the ad click.
+    assert fake.wait_for_capi_events(1)
+    [sent] = fake.capi_events
+    assert sent["event_name"] == "checkout"
+    assert sent["event_id"] == "checkout-A-1001"
+    assert sent["custom_data"]["value"] == "37.00"
+    assert sent["user_data"]["em"] == [sha256_hex(EMAIL.lower())]
+    assert sent["user_data"]["click_id"] == "demo-click"
+
+
+def test_reloading_the_thank_you_page_queues_nothing_new(client: FlaskClient, app: Flask) -> None:
+    thanks = place_order(client)
+    assert queued_total(app) == 1
+    first = pintrk_checkout(client.get(thanks).get_data(as_text=True))
+    second = pintrk_checkout(client.get(thanks).get_data(as_text=True))
+    assert first["event_id"] == second["event_id"] == "checkout-A-1001"
+    assert queued_total(app) == 1
+
+
+def test_a_second_order_gets_its_own_event(client: FlaskClient, app: Flask) -> None:
+    assert place_order(client) == "/thanks/A-1001"
+    assert place_order(client) == "/thanks/A-1002"
+    assert queued_total(app) == 2
+
+
+def test_thank_you_page_is_only_for_the_buyer(app: Flask, client: FlaskClient) -> None:
+    thanks = place_order(client)
+    stranger = app.test_client()
+    assert stranger.get(thanks).status_code == 404
+    assert client.get("/thanks/A-9999").status_code == 404
+
+
+def test_checkout_needs_an_email(client: FlaskClient, app: Flask) -> None:
+    add_to_cart(client)
+    response = client.post("/checkout", data={**CUSTOMER, "email": ""})
+    assert response.status_code == 422
+    assert "An email address is needed" in response.get_data(as_text=True)
+    assert queued_total(app) == 0
+
+
+def test_checkout_with_an_empty_cart_goes_back_to_the_cart(client: FlaskClient) -> None:
+    response = client.post("/checkout", data=CUSTOMER)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/cart"
+
+
+def test_epik_lands_in_the_click_id_cookie(client: FlaskClient) -> None:
+    response = client.get("/?epik=demo-click")
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("_epik=demo-click;")
+    assert "HttpOnly" not in cookie
+    assert "<code>demo-click</code>" in client.get("/cart").get_data(as_text=True)
+
+
+def test_pinterest_page_shows_one_deduplicated_conversion(
+    client: FlaskClient, fake: FakePinterest
+) -> None:
+    place_order(client)
+    assert fake.wait_for_capi_events(1)
+    # What the thank-you page's tag call reports to Pinterest, as a browser would send it.
+    report = {
+        "kind": "track",
+        "tag_id": "2612345678901",
+        "event": "checkout",
+        "data": {"event_id": "checkout-A-1001", "value": "37.00"},
+    }
+    httpx.post(f"{fake.base_url}/_fake/tag", content=json.dumps(report)).raise_for_status()
+
+    html = client.get("/pinterest").get_data(as_text=True)
+    assert "<code>checkout-A-1001</code>" in html
+    assert '<span class="badge both">both</span> = 1 conversion' in html
+    assert re.search(r"<th scope=\"row\">Delivered</th><td class=\"num\">1</td>", html)
+    # The page shows Pinterest's side; it does not track itself.
+    assert "dedupkit.js" not in html
+
+
+def test_pinterest_page_renders_before_anything_happened(client: FlaskClient) -> None:
+    response = client.get("/pinterest")
+    assert response.status_code == 200
+    assert "Nothing yet." in response.get_data(as_text=True)
+
+
+def test_raw_email_never_reaches_the_outbox_file(
+    client: FlaskClient, app: Flask, tmp_path: Path
+) -> None:
+    place_order(client)
+    get_state(app).background.stop()  # settle the file: nothing writes to it any more
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    assert sha256_hex(EMAIL.lower()).encode() in stored  # the event is there, hashed
+    for raw in (EMAIL, EMAIL.lower(), "Jane Roe", "555-0134"):
+        assert raw.encode() not in stored
