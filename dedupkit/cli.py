@@ -31,9 +31,14 @@ def worker() -> None:
     """
     state = get_state()
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     sender = state.make_sender()
+
+    def shut_down(*_: object) -> None:
+        stop.set()
+        sender.interrupt()  # end the idle wait now rather than at its next timeout
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, shut_down)
     click.echo(f"dedupkit worker: delivering from {cfg.redacted_url(state.queue_url)}")
     sender.run(stop, flush_interval=float(cfg.setting(state.config, "FLUSH_INTERVAL")))
     click.echo("dedupkit worker: stopped")

@@ -1,0 +1,54 @@
+"""Durable outboxes: where tracked events wait until Pinterest has them."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import Claimed as Claimed
+from .base import DeadLetter as DeadLetter
+from .base import EntryState as EntryState
+from .base import Outbox as Outbox
+from .base import OutboxStats as OutboxStats
+from .sqlite import SQLiteOutbox as SQLiteOutbox
+
+__all__ = [
+    "Claimed",
+    "DeadLetter",
+    "EntryState",
+    "Outbox",
+    "OutboxStats",
+    "SQLiteOutbox",
+    "open_outbox",
+]
+
+
+def open_outbox(url: str) -> Outbox:
+    """Open the outbox that ``DEDUPKIT_QUEUE_URL`` names.
+
+    ``sqlite:///relative/path`` and ``sqlite:////absolute/path`` (SQLAlchemy's spelling) open
+    a :class:`SQLiteOutbox`; ``redis://`` and ``rediss://`` a ``RedisOutbox``, which needs the
+    ``dedupkit[redis]`` extra.
+
+    :raises ConfigurationError: for an unknown scheme or a SQLite URL without a path.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        # urlsplit keeps one "/" of "sqlite:///x" before a relative path, two of "sqlite:////x".
+        path = parts.path[1:]
+        if parts.netloc or not path or parts.query or parts.fragment:
+            raise ConfigurationError(
+                "DEDUPKIT_QUEUE_URL: a SQLite outbox URL is sqlite:///relative/path or "
+                "sqlite:////absolute/path, with no host and no query"
+            )
+        return SQLiteOutbox(path)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisOutbox
+
+        return RedisOutbox(url)
+    # Only the scheme is quoted: the rest of the URL may hold a password.
+    problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    raise ConfigurationError(
+        f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
+    )
