@@ -13,6 +13,8 @@ from dedupkit import DedupKit
 from dedupkit.extension import get_state
 from dedupkit.outbox import Outbox
 
+from .support.redis_server import RedisServer, running_redis_server
+
 #: A desktop Chrome user agent: a shopper, not a bot.
 CHROME_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -70,3 +72,10 @@ def shopper_request(app: Flask, path: str = "/", **kwargs: Any) -> Any:
     kwargs.setdefault("headers", {"User-Agent": CHROME_UA})
     kwargs.setdefault("environ_base", {"REMOTE_ADDR": "198.51.100.7"})
     return app.test_request_context(path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -1,4 +1,4 @@
-"""Delivery with real sender processes sharing one SQLite outbox, some of them killed."""
+"""Delivery with real sender processes sharing one outbox (SQLite or Redis), some killed."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from dedupkit.outbox import SQLiteOutbox
+from dedupkit.outbox import Outbox, SQLiteOutbox, open_outbox
 from dedupkit.testing import FakePinterest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +44,20 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_url(request: pytest.FixtureRequest, db: Path) -> str:
+    """One outbox the senders share: a SQLite file on this host, or Redis for several."""
+    if request.param == "sqlite":
+        return f"sqlite:///{db}"
+    server = request.getfixturevalue("redis_server")
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
+    return str(server.url)
+
+
 @pytest.fixture
-def box(db: Path) -> Iterator[SQLiteOutbox]:
-    outbox = SQLiteOutbox(db)
+def box(queue_url: str) -> Iterator[Outbox]:
+    outbox = open_outbox(queue_url)
     yield outbox
     outbox.close()
 
@@ -54,7 +66,7 @@ SenderFactory = Callable[..., subprocess.Popen[str]]
 
 
 @pytest.fixture
-def start_sender(db: Path, fake: FakePinterest) -> Iterator[SenderFactory]:
+def start_sender(queue_url: str, fake: FakePinterest) -> Iterator[SenderFactory]:
     """Start ``tests/support/sender_process.py`` on the outbox; killed at teardown."""
     started: list[subprocess.Popen[str]] = []
 
@@ -64,7 +76,7 @@ def start_sender(db: Path, fake: FakePinterest) -> Iterator[SenderFactory]:
                 sys.executable,
                 "-m",
                 "tests.support.sender_process",
-                str(db),
+                queue_url,
                 fake.api_base_url,
                 *options,
             ],
@@ -100,7 +112,7 @@ def kill(proc: subprocess.Popen[str]) -> None:
 
 
 def test_killed_senders_lose_no_event(
-    box: SQLiteOutbox, fake: FakePinterest, start_sender: SenderFactory
+    box: Outbox, fake: FakePinterest, start_sender: SenderFactory
 ) -> None:
     ids = [f"order-{i}" for i in range(60)]
     originals = {event_id: event(event_id) for event_id in ids}
@@ -131,8 +143,8 @@ def test_killed_senders_lose_no_event(
     assert (stats.pending, stats.in_flight, stats.dead) == (0, 0, 0)
 
 
-def test_two_senders_on_one_file_deliver_each_event_once(
-    box: SQLiteOutbox, fake: FakePinterest, start_sender: SenderFactory
+def test_two_senders_on_one_queue_deliver_each_event_once(
+    box: Outbox, fake: FakePinterest, start_sender: SenderFactory
 ) -> None:
     # Slow answers keep one sender from draining the outbox before the other starts.
     fake.delay_next(0.05, times=1000)

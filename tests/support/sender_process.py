@@ -1,8 +1,8 @@
 """One dedupkit sender in its own process, for the reliability tests.
 
-``python -m tests.support.sender_process DB API_BASE_URL [options]`` prints ``ready`` once it
-runs, delivers from the SQLite outbox ``DB`` until SIGTERM (or a kill), then prints
-``sent N``: how many events Pinterest reported as processed to this process.
+``python -m tests.support.sender_process QUEUE_URL API_BASE_URL [options]`` prints ``ready`` once
+it runs, delivers from the outbox at ``QUEUE_URL`` (SQLite or Redis) until SIGTERM (or a kill),
+then prints ``sent N``: how many events Pinterest reported as processed to this process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dedupkit.client import BatchResult, CapiClient
-from dedupkit.outbox.sqlite import SQLiteOutbox
+from dedupkit.outbox import open_outbox
 from dedupkit.retry import RetryPolicy
 from dedupkit.sender import Sender
 
@@ -35,7 +35,7 @@ class CountingClient:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("db")
+    parser.add_argument("queue_url")
     parser.add_argument("api_base_url")
     parser.add_argument("--token", default="test-token")
     parser.add_argument("--ad-account-id", default="549764982399")
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
 
-    outbox = SQLiteOutbox(args.db)
+    outbox = open_outbox(args.queue_url)
     client = CountingClient(
         CapiClient(
             ad_account_id=args.ad_account_id,
