@@ -1,0 +1,1 @@
+!function(d){d.track||(d.track=function(n,x,i){try{i=crypto.randomUUID()}catch(e){}d.push([n,x,new Date,location.href,i]);return i},d.consent=function(b){d.push([b])})}(dedupkit=window.dedupkit||[])
