@@ -23,8 +23,8 @@ system-deps:
 	@bash .ci/system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check dedupkit tests demo_site bench
-	$(BIN)/ruff format --check dedupkit tests demo_site bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
