@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,21 +17,9 @@ from dedupkit.extension import get_state
 from dedupkit.testing import FakePinterest
 
 from .conftest import AppFactory
+from .support.payloads import capi_event as payload
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def payload(event_id: str, **overrides: Any) -> dict[str, Any]:
-    body = {
-        "event_name": "checkout",
-        "event_id": event_id,
-        "event_time": int(time.time()),
-        "action_source": "web",
-        "user_data": {"client_ip_address": "203.0.113.7", "client_user_agent": "Mozilla/5.0"},
-        "custom_data": {"value": "10.00", "currency": "USD"},
-    }
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ from dedupkit.testing import (
     response_errors,
 )
 
+from .support.requirements import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "pina_SECRET-token-1234567890"
 ACCOUNT = "549764982399"
@@ -825,10 +827,7 @@ def test_wait_for_rechecks_outside_state(fake: FakePinterest) -> None:
 def need(binary: str) -> str:
     path = shutil.which(binary)
     if path is None:
-        message = f"{binary} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{binary} is not installed")
     return path
 
 

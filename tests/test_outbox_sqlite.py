@@ -17,19 +17,13 @@ import pytest
 from dedupkit.errors import ConfigurationError, InvalidEvent, OutboxError
 from dedupkit.outbox import Outbox, SQLiteOutbox, open_outbox
 
+from .support.payloads import capi_event
+
 T0 = 1_750_000_000.0
 
 
 def event(event_id: str, name: str = "checkout", **extra: Any) -> dict[str, Any]:
-    return {
-        "event_name": name,
-        "event_id": event_id,
-        "event_time": int(T0),
-        "action_source": "web",
-        "user_data": {"client_ip_address": "203.0.113.7", "client_user_agent": "Mozilla/5.0"},
-        "custom_data": {"value": "10.00", "currency": "USD"},
-        **extra,
-    }
+    return capi_event(event_id, name=name, event_time=T0, **extra)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -19,18 +18,9 @@ import redis
 from dedupkit.outbox import Outbox, SQLiteOutbox, open_outbox
 from dedupkit.testing import FakePinterest
 
+from .support.payloads import capi_event as event
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def event(event_id: str) -> dict[str, Any]:
-    return {
-        "event_name": "checkout",
-        "event_id": event_id,
-        "event_time": int(time.time()),
-        "action_source": "web",
-        "user_data": {"client_ip_address": "203.0.113.7", "client_user_agent": "Mozilla/5.0"},
-        "custom_data": {"value": "10.00", "currency": "USD"},
-    }
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
+from .requirements import missing
 
 CHROMIUM = "/usr/bin/chromium"
 # Without these Chromium keeps calling Google's services, which this network refuses.
@@ -33,10 +33,7 @@ DESKTOP_CHROME_UA = (
 def require_chromium() -> str:
     path = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
     if path is None:
-        message = "Debian's chromium is not installed (make test installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("Debian's chromium is not installed (make test installs it)")
     return path
 
 
@@ -47,9 +44,7 @@ def chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - installed by make test
-        if os.environ.get("CI") == "true":
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
+        missing("playwright is not installed")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:

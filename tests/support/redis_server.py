@@ -12,7 +12,6 @@ It skips the test when ``redis-server`` is not installed, and fails instead when
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -23,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .network import free_port
+from .requirements import missing
 
 #: How long a server may take to answer PING after it was started.
 START_TIMEOUT = 10.0
@@ -55,18 +57,8 @@ def redis_server_binary() -> str:
     """The ``redis-server`` path, or skip (fail on CI) when it is missing."""
     path = shutil.which("redis-server")
     if path is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("redis-server is not installed (apt-get install redis-server)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:
