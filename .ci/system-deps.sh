@@ -10,7 +10,7 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 else
     echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]});" \
          "the tests that need them will be skipped outside CI" >&2
