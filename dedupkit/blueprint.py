@@ -70,6 +70,16 @@ def json_error(exc: HTTPException) -> Response:
     return response
 
 
+@blueprint.errorhandler(Exception)
+def unexpected_error(exc: Exception) -> Response:
+    # A bug of ours must not become a 500 on the shop's pages or a crashed worker; the
+    # browser does not retry beacons, so say plainly that nothing was stored.
+    logger.exception("dedupkit could not handle %s %s", request.method, request.path)
+    response = jsonify(error="dedupkit could not store this event; see the server log")
+    response.status_code = 503
+    return response
+
+
 def _reject(status: int, message: str) -> NoReturn:
     response = jsonify(error=message)
     response.status_code = status
@@ -135,7 +145,8 @@ def events() -> Response:
 def _read_body() -> dict[str, Any]:
     if (request.content_length or 0) > MAX_BODY_BYTES:
         _reject(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=False)
+    # Read at most one byte past the limit: a chunked body has no Content-Length to check.
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         _reject(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:

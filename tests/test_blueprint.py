@@ -232,3 +232,16 @@ class TestEvents:
 
         monkeypatch.setattr(get_state(app).outbox, "put", broken)
         assert beacon(app, add_to_cart()).status_code == 202
+
+
+def test_an_internal_error_answers_503_json_and_is_logged(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(get_state(app), "submit", broken)
+    response = beacon(app, add_to_cart())
+    assert response.status_code == 503
+    assert "not store" in response.json["error"]  # type: ignore[index]
+    assert "dedupkit could not handle POST /dedupkit/events" in caplog.text
