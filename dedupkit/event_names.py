@@ -42,8 +42,9 @@ TAG_NAMES: Mapping[str, str | None] = MappingProxyType(
     }
 )
 
-#: Spellings seen in Pinterest's own code and docs that the lookup key alone would not catch.
-_ALIASES: Mapping[str, str] = MappingProxyType({"sign_up": "signup", "pageview": "page_visit"})
+#: Spellings the lookup key alone would not catch. Only ones the browser snippet maps the same
+#: way (lowercase, separators removed) belong here, or tag and CAPI names would disagree.
+_ALIASES: Mapping[str, str] = MappingProxyType({"sign_up": "signup"})
 
 
 def _key(name: str) -> str:
