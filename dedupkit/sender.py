@@ -30,6 +30,11 @@ EXPIRED = "expired"
 #: How long after ``event_time`` an event sent late as ``offline`` is still tried: Pinterest
 #: reportedly refuses events older than seven days (pinterest.md §4).
 OFFLINE_MAX_AGE = 7 * 24 * 3600.0
+#: How long delivered entries stay in the outbox: the same (name, event_id) tracked again
+#: within this time, a thank-you page reloaded days later, is still recognised and not resent.
+DELIVERED_KEPT = 7 * 24 * 3600.0
+#: How often :meth:`Sender.run` forgets delivered entries older than :data:`DELIVERED_KEPT`.
+PRUNE_EVERY = 3600.0
 #: The longest wait between two looks at the outbox when nothing wakes the loop. With the
 #: default 30 s lease, a batch claimed by a process that died is sent again within 60 s.
 MAX_IDLE = 10.0
@@ -261,7 +266,7 @@ class Sender:
         After setting ``stop``, call :meth:`interrupt` for the loop to end without waiting.
         """
         idle = flush_interval
-        last_run = float("-inf")
+        last_run = last_prune = float("-inf")
         full = False
         errors = empty_runs = 0
         while not stop.is_set():
@@ -292,6 +297,9 @@ class Sender:
             else:
                 errors = 0
             last_run = time.monotonic()
+            if last_run - last_prune >= PRUNE_EVERY:
+                last_prune = last_run
+                self._prune()
             full = count >= self.batch_size
             empty_runs = 0 if count else min(empty_runs + 1, 32)
             idle = min(flush_interval * 2 ** max(empty_runs - 1, 0), max_idle)
@@ -299,6 +307,17 @@ class Sender:
             self.run_once()
         except Exception:
             logger.exception("the last delivery before stopping failed")
+
+
+    def _prune(self) -> None:
+        # Without it a SQLite outbox would grow by every event ever sent.
+        try:
+            pruned = self.outbox.prune(max(DELIVERED_KEPT, self.retry_window))
+        except Exception:
+            logger.exception("could not prune delivered events from the outbox")
+        else:
+            if pruned:
+                logger.info("pruned %d delivered event(s) from the outbox", pruned)
 
 
 class _Batch:

@@ -680,3 +680,21 @@ def test_late_events_can_be_sent_as_offline(
 def test_defaults_resend_a_dead_process_batch_within_a_minute(box: SQLiteOutbox) -> None:
     # The lease must run out, then an idle sender must look again: both within 60 s.
     assert Sender(box, StubClient()).lease + MAX_IDLE <= 60
+
+
+def test_run_forgets_delivered_events_after_they_are_kept_long_enough(
+    box: SQLiteOutbox, loops: Callable[..., Loop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box.put(event("old", event_time=time.time()))
+    [entry] = box.claim(1)
+    box.ack([entry.id])
+    import dedupkit.sender
+
+    # Everything delivered counts as old enough, and every look at the outbox prunes.
+    monkeypatch.setattr(dedupkit.sender, "DELIVERED_KEPT", 0.0)
+    monkeypatch.setattr(dedupkit.sender, "PRUNE_EVERY", 0.0)
+    sender = Sender(box, StubClient(), retry_window=1e-3)
+    loops(sender, flush_interval=0.02, max_idle=0.05)
+    wait_until(lambda: box.stats().delivered == 0)
+    # Forgotten, so the same (name, event_id) is accepted again.
+    assert box.put(event("old", event_time=time.time())) is True

@@ -92,4 +92,10 @@ class Outbox(Protocol):
     def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
         """Make dead letters pending again (all of them when ``ids`` is None)."""
 
+    def prune(self, older_than: float, *, now: float | None = None) -> int:
+        """Forget delivered entries older than ``older_than`` seconds; returns how many.
+
+        Their ``(event_name, event_id)`` may be enqueued again afterwards.
+        """
+
     def close(self) -> None: ...

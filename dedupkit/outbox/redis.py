@@ -467,6 +467,11 @@ class RedisOutbox:
         args = [self._entry, _score(now, "now"), "1" if ids is None else "0", *entries]
         return int(self._run(self._replay, "replay dead letters", keys, args))
 
+    def prune(self, older_than: float, *, now: float | None = None) -> int:
+        """Nothing to do: entries are deleted when acked and their idempotency keys expire
+        after :data:`IDEMPOTENCY_TTL` by themselves."""
+        return 0
+
     def close(self) -> None:
         """Disconnect, unless the client was passed in."""
         if self._owns_client and self._pid == os.getpid():
