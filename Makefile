@@ -35,8 +35,10 @@ jstest:
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
+## bench: ratios measured side by side in one run (see bench/README.md)
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/snippet_size.py
 	$(BIN)/python bench/delivery_cpu.py
 	$(BIN)/python bench/throughput.py

@@ -178,20 +178,34 @@ def _event_time(value: int | float | dt.datetime | None) -> int:
     return int(value)
 
 
+# _freeze and _thaw run for every value of every event: exact type checks first, because an
+# isinstance() against the Mapping ABC costs several times more (measured in bench/).
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _freeze(value: Any) -> Any:
     """A deep read-only copy: an Event's data cannot change once built."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
         return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+    if kind is list or kind is tuple:
+        return tuple([_freeze(v) for v in value])
     return value
 
 
 def _thaw(value: Any) -> Any:
     """Plain dicts and lists again, fresh for every payload."""
+    kind = type(value)
+    if kind is MappingProxyType:
+        return {k: v if type(v) in _SCALARS else _thaw(v) for k, v in value.items()}
+    if kind is tuple:
+        return [v if type(v) in _SCALARS else _thaw(v) for v in value]
+    # An Event built by hand may hold plain containers: copy those too.
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
+    if kind is list:
         return [_thaw(v) for v in value]
     return value
 
