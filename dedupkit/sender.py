@@ -308,7 +308,6 @@ class Sender:
         except Exception:
             logger.exception("the last delivery before stopping failed")
 
-
     def _prune(self) -> None:
         # Without it a SQLite outbox would grow by every event ever sent.
         try:
