@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -245,3 +246,14 @@ def test_an_internal_error_answers_503_json_and_is_logged(
     assert response.status_code == 503
     assert "not store" in response.json["error"]  # type: ignore[index]
     assert "dedupkit could not handle POST /dedupkit/events" in caplog.text
+
+
+def test_an_outbox_path_that_cannot_be_a_database_still_answers(
+    make_app: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "not-a-file").mkdir()
+    app = make_app(QUEUE_URL=f"sqlite:///{tmp_path}/not-a-file")  # a directory, not a file
+    response = beacon(app, add_to_cart())
+    assert response.status_code == 202
+    assert "could not write to the dedupkit outbox" in caplog.text
+    assert "not-a-file" in caplog.text
