@@ -142,6 +142,7 @@ class _State:
         self._outbox: Outbox | None = None
         self._outbox_lock = threading.Lock()
         self._spilled: deque[dict[str, Any]] = deque(maxlen=MAX_SPILLED)
+        self._spill_lock = threading.Lock()
         self.background = BackgroundSender(
             self.make_sender, flush_interval=float(cfg.setting(conf, "FLUSH_INTERVAL"))
         )
@@ -221,9 +222,8 @@ class _State:
     def enqueue(self, payload: dict[str, Any]) -> bool:
         """Store ``payload``; if the outbox fails, keep it in memory and say so loudly."""
         try:
-            while self._spilled:
-                self.outbox.put(self._spilled[0])
-                self._spilled.popleft()
+            if self._spilled:
+                self._write_spilled()
             queued = self.outbox.put(payload)
         except OutboxError:
             logger.exception(
@@ -238,6 +238,15 @@ class _State:
             self.background.ensure_started()
             self.background.wake()
         return queued
+
+    def _write_spilled(self) -> None:
+        # One thread at a time: two draining together would put one event twice and drop
+        # the next one from the deque without writing it.
+        with self._spill_lock:
+            while self._spilled:
+                self.outbox.put(self._spilled[0])
+                self._spilled.popleft()
+        logger.info("the dedupkit outbox works again; events kept in memory were written")
 
     def _record_skip(self, reason: str) -> None:
         try:
