@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,10 @@ DEFAULTS: Mapping[str, Any] = {
 FROM_ENVIRONMENT = ("AD_ACCOUNT_ID", "CONVERSION_TOKEN", "TAG_ID")
 
 
+#: What a cookie name may be: it is written into a Set-Cookie header and into inline scripts.
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 def apply_defaults(config: dict[str, Any]) -> None:
     """``setdefault`` every key on a Flask config, reading credentials from the environment."""
     for name, default in DEFAULTS.items():
@@ -103,3 +108,13 @@ def redacted_url(url: str) -> str:
         scheme, _, rest = url.partition("://")
         return f"{scheme}://***@{rest.rpartition('@')[2]}"
     return url
+
+
+def cookie_name(config: Mapping[str, Any], name: str) -> str:
+    """The cookie name in ``DEDUPKIT_<name>``. :raises ConfigurationError: if unusable."""
+    value = config[PREFIX + name]
+    if not isinstance(value, str) or not COOKIE_NAME.match(value):
+        raise ConfigurationError(
+            f"{PREFIX}{name} must be letters, digits, '_' or '-' (at most 64), got {value!r}"
+        )
+    return value

@@ -132,6 +132,8 @@ class _State:
             self.names.capi_name(n)
             for n in cfg.names_list(cfg.setting(conf, "BROWSER_EVENTS"), "BROWSER_EVENTS")
         )
+        for cookie in ("CLICK_ID_COOKIE", "CONSENT_COOKIE"):
+            cfg.cookie_name(conf, cookie)
         self.hasher = UserDataHasher(phone_region=cfg.setting(conf, "PHONE_REGION"))
         self.require_consent = bool(cfg.setting(conf, "REQUIRE_CONSENT"))
         self.hash_pin_unauth = bool(cfg.setting(conf, "HASH_PIN_UNAUTH"))

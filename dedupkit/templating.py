@@ -17,17 +17,26 @@ from markupsafe import Markup, escape
 from . import config as cfg
 from .event import Event
 from .extension import current_visitor, get_state
-from .visitor import Consent
 
-# Pinterest's base code (pinterest.md §8.1), with the core.js injection made optional: while
-# consent is pending the queue stub exists but nothing loads until dedupkit.consent(true).
+# Pinterest's base code (pinterest.md §8.1), with the core.js injection behind a consent test
+# run in the browser: the HTML is then the same for every visitor, so a full-page cache cannot
+# serve one visitor's "yes" to another. dedupkit.js reads the same cookie and injects core.js
+# (data-pintrk-src) only when this code held it back and the visitor later says yes.
 _BASE_CODE = (
-    "!function(e){if(!window.pintrk){window.pintrk=function(){window.pintrk.queue.push("
+    "!function(e,c){if(!window.pintrk){window.pintrk=function(){window.pintrk.queue.push("
     'Array.prototype.slice.call(arguments))};var n=window.pintrk;n.queue=[],n.version="3.0";'
-    'if(e){var t=document.createElement("script");t.async=!0,t.src=e;'
+    'if(c){var t=document.createElement("script");t.async=!0,t.src=e;'
     'var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r)}}}'
-    "({src});"
+    "({src},{consented});"
 )
+
+
+def _consent_test(cookie: str, required: bool) -> str:
+    """JavaScript that is true when the tag may load: a stored yes, or no stored no."""
+    # Cookie names are checked against config.COOKIE_NAME at start-up: regex- and script-safe.
+    if required:
+        return f"/(^|; ){cookie}=1(;|$)/.test(document.cookie)"
+    return f"!/(^|; ){cookie}=0(;|$)/.test(document.cookie)"
 
 
 @lru_cache(maxsize=1)
@@ -51,17 +60,17 @@ class TemplateHelpers:
             return Markup("")
         from .blueprint import snippet
 
-        consent = current_visitor().consent if has_request_context() else Consent.UNKNOWN
-        pending = state.require_consent and consent is Consent.UNKNOWN
-        denied = consent is Consent.DENIED
         tag_id = cfg.setting(conf, "TAG_ID")
         pintrk_src = str(cfg.setting(conf, "PINTRK_SRC"))
         page_visit = bool(cfg.setting(conf, "PAGE_VISIT"))
+        consent_cookie = str(cfg.setting(conf, "CONSENT_COOKIE"))
 
+        # Nothing here depends on the visitor: cached pages stay right for everyone.
         parts: list[str] = []
         if tag_id:
-            hold = pending or denied
-            code = _BASE_CODE.replace("{src}", '""' if hold else htmlsafe_json_dumps(pintrk_src))
+            code = _BASE_CODE.replace("{src}", htmlsafe_json_dumps(pintrk_src)).replace(
+                "{consented}", _consent_test(consent_cookie, state.require_consent)
+            )
             calls = f"pintrk('load',{htmlsafe_json_dumps(str(tag_id))});"
             if not page_visit:
                 # With automatic page_visit the snippet fires 'pagevisit' with an event_id;
@@ -77,9 +86,9 @@ class TemplateHelpers:
             "data-tag-id": tag_id,
             "data-page-visit": "1" if page_visit else None,
             "data-require-consent": "1" if state.require_consent else None,
-            "data-pintrk-src": pintrk_src if tag_id and pending else None,
+            "data-pintrk-src": pintrk_src if tag_id else None,
             "data-epik-cookie": cfg.setting(conf, "CLICK_ID_COOKIE"),
-            "data-consent-cookie": cfg.setting(conf, "CONSENT_COOKIE"),
+            "data-consent-cookie": consent_cookie,
             "data-cookie-domain": cfg.setting(conf, "COOKIE_DOMAIN"),
             "data-custom-names": " ".join(sorted(state.names.advertiser_defined)) or None,
         }

@@ -62,11 +62,11 @@
   try {
     script = d.currentScript || d.querySelector('script[src*="dedupkit.js"]');
     endpoint = attr('endpoint') || script.src.replace(/dedupkit\.js.*/, 'events');
-    core = attr('pintrk-src');
     ek = attr('epik-cookie') || '_epik';
     ck = attr('consent-cookie') || '_dedupkit_consent';
     dom = attr('cookie-domain');
     st = +(cookie(ck) || (flag('require-consent') ? -1 : 1));
+    core = st > 0 ? 0 : attr('pintrk-src');
     st > 0 && grant();
     w.dedupkit = {v: '0.1.0', loaded: true, track: track, consent: consent};
     // stub entries: [name, data, Date, href, id] or [consent]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from flask import Flask, render_template_string
 
 from dedupkit.extension import get_state
@@ -36,15 +37,38 @@ def test_automatic_page_visit_replaces_the_bare_page_call(make_app: AppFactory) 
     assert 'data-page-visit="1"' in html
 
 
-def test_pending_consent_defers_core_js_to_the_snippet(make_app: AppFactory) -> None:
+def test_head_is_the_same_for_every_visitor_so_cached_pages_stay_right(
+    make_app: AppFactory,
+) -> None:
     app = make_app(REQUIRE_CONSENT=True)
-    html = render(app, "{{ dedupkit.head() }}")
-    assert '}}("");' in html  # the base code's queue stub, with nothing injected
+    pages = {
+        render(app, "{{ dedupkit.head() }}", cookie=cookie)
+        for cookie in (None, "_dedupkit_consent=1", "_dedupkit_consent=0", "_epik=x")
+    }
+    assert len(pages) == 1
+
+
+def test_with_consent_required_the_tag_loads_only_after_a_stored_yes(
+    make_app: AppFactory,
+) -> None:
+    html = render(make_app(REQUIRE_CONSENT=True), "{{ dedupkit.head() }}")
+    assert "/(^|; )_dedupkit_consent=1(;|$)/.test(document.cookie));" in html
     assert 'data-pintrk-src="https://s.pinimg.com/ct/core.js"' in html
     assert 'data-require-consent="1"' in html
-    granted = render(app, "{{ dedupkit.head() }}", cookie="_dedupkit_consent=1")
-    assert '}}("https://s.pinimg.com/ct/core.js");' in granted
-    assert "data-pintrk-src" not in granted
+
+
+def test_without_consent_required_a_stored_no_still_holds_the_tag(app: Flask) -> None:
+    html = render(app, "{{ dedupkit.head() }}")
+    assert "!/(^|; )_dedupkit_consent=0(;|$)/.test(document.cookie));" in html
+
+
+def test_cookie_names_that_could_break_a_header_or_a_script_are_refused(
+    make_app: AppFactory,
+) -> None:
+    from dedupkit import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="DEDUPKIT_CONSENT_COOKIE"):
+        make_app(CONSENT_COOKIE="a/b</script>")
 
 
 def test_without_a_tag_id_only_the_snippet_is_rendered(make_app: AppFactory) -> None:

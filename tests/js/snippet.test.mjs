@@ -737,6 +737,20 @@ describe('consent', () => {
     page.load();
     assert.equal(bodies(page).length, 1);
     assert.equal(page.tracked.length, 1);
+    // The base code saw the same cookie and loaded core.js itself: no second copy.
+    page.dedupkit.consent(true);
+    assert.deepEqual(page.log.appended, []);
+  });
+
+  test('a stored denial without require-consent still loads core.js on a later yes', () => {
+    const page = makePage({
+      attrs: { 'pintrk-src': 'https://s.pinimg.com/ct/core.js' },
+      cookies: { _dedupkit_consent: '0' },
+    });
+    page.load();
+    assert.deepEqual(page.log.appended, []);
+    page.dedupkit.consent(true);
+    assert.equal(page.log.appended.length, 1);
   });
 
   test('honours a configured consent cookie name', () => {

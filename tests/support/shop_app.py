@@ -45,6 +45,15 @@ def create_shop(**settings: Any) -> Flask:
     def product() -> str:
         return page("Product", PRODUCT)
 
+    cache: dict[str, str] = {}
+
+    @app.get("/cached")
+    def cached() -> str:
+        # A full-page cache: the first visitor's HTML is served to everyone after.
+        if "page" not in cache:
+            cache["page"] = page("Cached", PRODUCT)
+        return cache["page"]
+
     @app.get("/cart")
     def cart() -> str:
         return page("Cart", CART)
