@@ -238,7 +238,8 @@ class Bench:
             if not claimed:
                 break
             start = clock()
-            body = encode_batch([entry.payload for entry in claimed])
+            # As the sender does: the stored JSON text goes out unchanged.
+            body = encode_batch([entry.raw for entry in claimed])
             times["encode"] += clock() - start
             start = clock()
             response = client._http.post(client.url, content=body)

@@ -111,10 +111,11 @@ class CapiClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, events: Sequence[Mapping[str, Any]]) -> BatchResult:
+    def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
         """Send one batch and classify each event's outcome.
 
-        :param events: 1 to 1000 CAPI event dicts (:meth:`dedupkit.Event.to_capi`).
+        :param events: 1 to 1000 CAPI event dicts (:meth:`dedupkit.Event.to_capi`), or their
+            JSON text (``Claimed.raw``), which is sent as it is.
         :raises ValueError: for an empty or oversized batch (a programming error).
         """
         if not 1 <= len(events) <= MAX_BATCH_SIZE:
@@ -131,9 +132,19 @@ class CapiClient:
         return classify_response(response, len(events))
 
 
-def encode_batch(events: Sequence[Mapping[str, Any]]) -> bytes:
-    """The request body: compact JSON, UTF-8, non-ASCII kept as is."""
-    return json.dumps({"data": list(events)}, separators=(",", ":"), ensure_ascii=False).encode()
+# json.dumps builds an encoder on every call with arguments; one batch has many events.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_batch(events: Sequence[Mapping[str, Any] | str]) -> bytes:
+    """The request body: compact JSON, UTF-8, non-ASCII kept as is.
+
+    An event given as text must be one JSON object; it is inserted without being checked.
+    """
+    if not any(isinstance(event, str) for event in events):
+        return _ENCODER.encode({"data": list(events)}).encode()
+    parts = [event if isinstance(event, str) else _ENCODER.encode(event) for event in events]
+    return ('{"data":[' + ",".join(parts) + "]}").encode()
 
 
 def classify_response(response: httpx.Response, count: int) -> BatchResult:

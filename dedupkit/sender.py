@@ -14,16 +14,19 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from blinker import NamedSignal
 
 from .client import MAX_BATCH_SIZE, BatchResult, Outcome
-from .outbox.base import Claimed, Outbox
+from .outbox.base import Claimed, Outbox, event_time_of
 from .retry import RetryPolicy
 from .signals import event_dead, event_delivered
 
 logger = logging.getLogger("dedupkit.sender")
+
+#: A claimed entry and, when the sender changed it, the payload it sends instead.
+_Item: TypeAlias = tuple[Claimed, Mapping[str, Any] | None]
 
 #: The dead-letter reason of an event not delivered within the retry window.
 EXPIRED = "expired"
@@ -43,7 +46,8 @@ MAX_IDLE = 10.0
 class DeliveryClient(Protocol):
     """What the sender needs of :class:`~dedupkit.client.CapiClient`."""
 
-    def send(self, events: Sequence[Mapping[str, Any]]) -> BatchResult: ...
+    def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
+        """Send CAPI event dicts, and event JSON texts unchanged."""
 
 
 class Sender:
@@ -122,17 +126,17 @@ class Sender:
         if not claimed:
             return 0
         batch = _Batch()
-        to_send: list[tuple[Claimed, Mapping[str, Any]]] = []
+        to_send: list[_Item] = []
         for entry in claimed:
-            event_time = _event_time(entry.payload)
+            event_time = _event_time(entry)
             if now < event_time + self.retry_window:
-                to_send.append((entry, entry.payload))
+                to_send.append((entry, None))
             elif self.send_expired_as_offline and now < event_time + OFFLINE_MAX_AGE:
                 to_send.append((entry, {**entry.payload, "action_source": "offline"}))
             else:
-                batch.expired.append((entry, entry.payload))
+                batch.expired.append((entry, None))
         if to_send:
-            result = self.client.send([payload for _, payload in to_send])
+            result = self.client.send([_wire(entry, changed) for entry, changed in to_send])
             now = self.clock() if fixed_now is None else fixed_now
             self._sort(batch, to_send, result, now)
         self._store(batch, now)
@@ -142,13 +146,13 @@ class Sender:
     def _sort(
         self,
         batch: _Batch,
-        to_send: list[tuple[Claimed, Mapping[str, Any]]],
+        to_send: list[_Item],
         result: BatchResult,
         now: float,
     ) -> None:
         delays: dict[int, float] = {}
-        for (entry, payload), verdict in zip(to_send, result.results, strict=True):
-            item = (entry, payload)
+        for item, verdict in zip(to_send, result.results, strict=True):
+            entry = item[0]
             if verdict.outcome is Outcome.DELIVERED:
                 batch.delivered.append(item)
             elif verdict.outcome is Outcome.PERMANENT:
@@ -159,7 +163,7 @@ class Sender:
                         entry.attempts, retry_after=result.retry_after
                     )
                 not_before = now + delays[entry.attempts]
-                if not_before >= _event_time(payload) + self._final_window():
+                if not_before >= _event_time(entry) + self._final_window():
                     batch.expired.append(item)
                 else:
                     message = verdict.message or "retryable error"
@@ -223,14 +227,14 @@ class Sender:
 
     def _signal(self, batch: _Batch) -> None:
         if event_delivered.receivers:
-            for _, payload in batch.delivered:
-                self._send_signal(event_delivered, event=payload)
+            for item in batch.delivered:
+                self._send_signal(event_delivered, event=_payload(item))
         if event_dead.receivers:
             for message, items in batch.refused.items():
-                for _, payload in items:
-                    self._send_signal(event_dead, event=payload, reason=message)
-            for _, payload in batch.expired:
-                self._send_signal(event_dead, event=payload, reason=EXPIRED)
+                for item in items:
+                    self._send_signal(event_dead, event=_payload(item), reason=message)
+            for item in batch.expired:
+                self._send_signal(event_dead, event=_payload(item), reason=EXPIRED)
 
     def _send_signal(self, signal: NamedSignal, **kwargs: Any) -> None:
         try:
@@ -325,20 +329,26 @@ class _Batch:
     def __init__(self) -> None:
         #: When the other senders of the outbox may send again (``Retry-After``), if given.
         self.pause_until = 0.0
-        self.delivered: list[tuple[Claimed, Mapping[str, Any]]] = []
-        self.refused: defaultdict[str, list[tuple[Claimed, Mapping[str, Any]]]] = defaultdict(list)
-        self.expired: list[tuple[Claimed, Mapping[str, Any]]] = []
-        self.retried: defaultdict[tuple[float, str], list[tuple[Claimed, Mapping[str, Any]]]] = (
-            defaultdict(list)
-        )
+        self.delivered: list[_Item] = []
+        self.refused: defaultdict[str, list[_Item]] = defaultdict(list)
+        self.expired: list[_Item] = []
+        self.retried: defaultdict[tuple[float, str], list[_Item]] = defaultdict(list)
 
 
-def _event_time(payload: Mapping[str, Any]) -> float:
-    value = payload.get("event_time")
+def _payload(item: _Item) -> Mapping[str, Any]:
+    entry, changed = item
+    return entry.payload if changed is None else changed
+
+
+def _wire(entry: Claimed, changed: Mapping[str, Any] | None) -> Mapping[str, Any] | str:
+    # The stored text goes out as it is: decoding and encoding it again would only cost CPU.
+    return entry.raw if changed is None else changed
+
+
+def _event_time(entry: Claimed) -> float:
+    value = entry.event_time if entry.event_time is not None else event_time_of(entry.payload)
     # Pinterest will refuse an event without a usable time: let it say so, do not expire it.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return float("inf")
+    return float("inf") if value is None else value
 
 
 class BackgroundSender:

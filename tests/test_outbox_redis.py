@@ -108,6 +108,45 @@ def test_claim_returns_the_payload_exactly_as_enqueued(outbox: RedisOutbox) -> N
     assert (stats.pending, stats.in_flight) == (0, 1)
 
 
+@pytest.mark.parametrize("decode_responses", [True, False])
+def test_claim_gives_the_stored_json_text_and_event_time(
+    redis_url: str, decode_responses: bool
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=decode_responses)
+    box = RedisOutbox(redis_url, client=client)
+    box.put(event("o-1"), now=T0)
+    [claimed] = box.claim(1, now=T0)
+    [key] = client.scan_iter(match="*entry:*")
+    stored = client.hget(key, "payload")
+    assert isinstance(stored, (bytes, str))
+    assert claimed.raw == (stored.decode() if isinstance(stored, bytes) else stored)
+    # What dedupkit.client.encode_batch would make of the dict: non-ASCII kept, compact.
+    assert claimed.raw == json.dumps(event("o-1"), separators=(",", ":"), ensure_ascii=False)
+    assert "ünïcode" in claimed.raw
+    assert claimed.event_time == 1_700_000_000
+    assert claimed.payload == event("o-1")
+    box.close()
+    client.close()
+
+
+def test_an_entry_stored_without_event_time_is_claimed(outbox: RedisOutbox, redis_url: str) -> None:
+    """Entries put by an older dedupkit have no event_time field: the payload has it."""
+    outbox.put(event("o-1"), now=T0)
+    with redis.Redis.from_url(redis_url) as client:
+        [key] = client.scan_iter(match="*entry:*")
+        assert client.hdel(key, "event_time") == 1
+    [claimed] = outbox.claim(1, now=T0)
+    assert claimed.event_time is None
+    assert claimed.payload == event("o-1")
+
+
+def test_event_time_is_none_when_the_payload_has_no_number(outbox: RedisOutbox) -> None:
+    outbox.put({**event("o-1"), "event_time": "soon"}, now=T0)
+    outbox.put({**event("o-2"), "event_time": True}, now=T0)
+    outbox.put({**event("o-3"), "event_time": 1_700_000_000.25}, now=T0)
+    assert [c.event_time for c in outbox.claim(10, now=T0)] == [None, None, 1_700_000_000.25]
+
+
 def test_claim_takes_the_oldest_first_up_to_the_limit(outbox: RedisOutbox) -> None:
     for n in range(5):
         outbox.put(event(f"o-{n}"), now=T0 + n)

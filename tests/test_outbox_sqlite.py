@@ -500,3 +500,52 @@ def test_open_outbox_refuses_other_urls(url: str, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match) as info:
         open_outbox(url)
     assert "secret" not in str(info.value)
+
+
+def test_claim_gives_the_stored_json_text_and_event_time(box: SQLiteOutbox, db_path: Path) -> None:
+    payload = event("e1", custom_data={"content_name": "Crème brûlée ✓ 寿司", "num_items": 2})
+    box.put(payload, now=T0)
+    [claimed] = box.claim(1, now=T0)
+    with sqlite3.connect(db_path) as conn:
+        (stored,) = conn.execute("SELECT payload FROM outbox").fetchone()
+    assert claimed.raw == stored
+    # What dedupkit.client.encode_batch would make of the dict: non-ASCII kept, compact.
+    assert claimed.raw == json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    assert claimed.event_time == T0
+    assert claimed.payload == payload
+    # Decoded once, on first read.
+    assert claimed.payload is claimed.payload
+
+
+def test_event_time_is_none_when_the_payload_has_no_number(box: SQLiteOutbox) -> None:
+    box.put({**event("e1"), "event_time": "soon"}, now=T0)
+    box.put({**event("e2"), "event_time": True}, now=T0)
+    assert [c.event_time for c in box.claim(10, now=T0)] == [None, None]
+
+
+def test_a_file_from_before_the_event_time_column_is_upgraded(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    old = {"event_name": "checkout", "event_id": "old", "event_time": int(T0)}
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            """CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY, event_name TEXT NOT NULL, event_id TEXT NOT NULL,
+                payload TEXT NOT NULL, status INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL,
+                created_at REAL NOT NULL, changed_at REAL NOT NULL, last_error TEXT,
+                UNIQUE (event_name, event_id))"""
+        )
+        conn.execute(
+            "INSERT INTO outbox (event_name, event_id, payload, status, due_at, created_at,"
+            " changed_at) VALUES ('checkout', 'old', ?, 0, ?, ?, ?)",
+            (json.dumps(old), T0, T0, T0),
+        )
+    conn.close()
+    box = SQLiteOutbox(db_path)
+    try:
+        assert box.put(event("new"), now=T0)
+        first, second = box.claim(10, now=T0)
+        assert (first.event_time, first.payload) == (None, old)
+        assert (second.event_time, second.payload["event_id"]) == (T0, "new")
+    finally:
+        box.close()

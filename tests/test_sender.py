@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import multiprocessing
 import os
+import sqlite3
 import statistics
 import threading
 import time
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from dedupkit.client import BatchResult, CapiClient, EventResult, Outcome
@@ -52,8 +55,8 @@ class StubClient:
         self.batches: list[list[dict[str, Any]]] = []
         self.lock = threading.Lock()
 
-    def send(self, events: Sequence[Mapping[str, Any]]) -> BatchResult:
-        batch = [dict(e) for e in events]
+    def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
+        batch = [json.loads(e) if isinstance(e, str) else dict(e) for e in events]
         with self.lock:
             self.batches.append(batch)
         return self.answer(batch)
@@ -212,6 +215,76 @@ def test_offline_mode_sends_late_events_as_offline(box: SQLiteOutbox) -> None:
     # The stored event keeps its source; only the copy sent late says offline.
     [retried] = box.claim(10, now=T0 + 60)
     assert retried.payload["action_source"] == "web"
+
+
+def stored_texts(box: SQLiteOutbox) -> dict[str, str]:
+    with sqlite3.connect(box.path) as conn:
+        rows = conn.execute("SELECT event_id, payload FROM outbox").fetchall()
+    conn.close()
+    return dict(rows)
+
+
+def recording_capi(bodies: list[bytes]) -> CapiClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        count = len(json.loads(request.content)["data"])
+        return httpx.Response(200, json={"events": [{"status": "processed"}] * count})
+
+    return CapiClient(ad_account_id="1", token="t", transport=httpx.MockTransport(handler))
+
+
+def test_the_stored_text_is_sent_byte_for_byte_and_a_rewrite_is_encoded(
+    box: SQLiteOutbox,
+) -> None:
+    names = {"content_name": "Crème brûlée ✓ 寿司", "value": "10.00", "currency": "EUR"}
+    box.put(event("fresh", custom_data=names), now=T0)
+    box.put(event("late", event_time=T0 - 7200, custom_data=names), now=T0)
+    stored = stored_texts(box)
+    bodies: list[bytes] = []
+    with recording_capi(bodies) as capi:
+        Sender(box, capi, send_expired_as_offline=True).run_once(now=T0)
+    [body] = bodies
+    late = {**event("late", event_time=T0 - 7200, custom_data=names), "action_source": "offline"}
+    rewritten = json.dumps(late, separators=(",", ":"), ensure_ascii=False)
+    assert body == f'{{"data":[{stored["fresh"]},{rewritten}]}}'.encode()
+    assert "Crème brûlée ✓ 寿司".encode() in body
+    assert box.stats(now=T0).delivered == 2
+    # The stored event keeps its source.
+    assert json.loads(stored_texts(box)["late"])["action_source"] == "web"
+
+
+def test_the_client_gets_the_stored_text_unless_the_sender_changed_the_event(
+    box: SQLiteOutbox,
+) -> None:
+    box.put(event("fresh"), now=T0)
+    box.put(event("late", event_time=T0 - 7200), now=T0)
+    given: list[Mapping[str, Any] | str] = []
+
+    class Recording(StubClient):
+        def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
+            given.extend(events)
+            return super().send(events)
+
+    Sender(box, Recording(), send_expired_as_offline=True).run_once(now=T0)
+    fresh, late = given
+    assert fresh == stored_texts(box)["fresh"]
+    assert isinstance(late, Mapping)
+    assert late["action_source"] == "offline"
+
+
+def test_entries_without_a_stored_event_time_are_judged_by_their_payload(
+    box: SQLiteOutbox,
+) -> None:
+    """Entries stored by an older dedupkit have no event_time column value."""
+    box.put(event("stale", event_time=T0 - 3600), now=T0)
+    box.put(event("fresh", event_time=T0 - 3599), now=T0)
+    with sqlite3.connect(box.path) as conn:
+        conn.execute("UPDATE outbox SET event_time = NULL")
+    conn.close()
+    client = StubClient()
+    Sender(box, client, retry_window=3600).run_once(now=T0)
+    assert client.sent_ids == ["fresh"]
+    assert [(d.event_id, d.reason) for d in box.dead_letters()] == [("stale", "expired")]
 
 
 def test_signals_report_delivered_and_dead_events(box: SQLiteOutbox) -> None:

@@ -8,8 +8,10 @@ dead-lettered; a claim whose lease ran out (its process died) can be claimed aga
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 
@@ -20,16 +22,35 @@ class EntryState(enum.Enum):
     DEAD = "dead"
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: ``payload`` caches what it decodes in the instance's dict.
+@dataclass(frozen=True)
 class Claimed:
     """An entry handed to one sender until its lease expires."""
 
     #: Backend-specific id, opaque to callers.
     id: str
-    #: The CAPI event dict exactly as enqueued.
-    payload: Mapping[str, Any]
+    #: The payload exactly as stored, as JSON text: the sender sends it as it is.
+    raw: str
     #: How many times delivery was tried before this claim.
-    attempts: int
+    attempts: int = 0
+    #: The payload's ``event_time`` (see :func:`event_time_of`) when the backend stored it
+    #: beside the payload; ``None`` means "read the payload".
+    event_time: float | None = None
+
+    @cached_property
+    def payload(self) -> Mapping[str, Any]:
+        """The CAPI event dict exactly as enqueued, decoded on first use only: most entries
+        are sent as ``raw``, and decoding each at claim would cost more than the claim."""
+        payload: Mapping[str, Any] = json.loads(self.raw)
+        return payload
+
+
+def event_time_of(payload: Mapping[str, Any]) -> float | None:
+    """The payload's ``event_time`` as a float, ``None`` when it is missing or not a number."""
+    value = payload.get("event_time")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ idempotency key exists without its queued entry, or an entry is neither queued n
 Keys share the hash tag ``{namespace}`` so that they live in one Redis Cluster slot::
 
     {ns}:idem:<sha256 of name, event_id>  entry id; SET with a 7-day TTL (Pinterest's max age)
-    {ns}:entry:<id>   hash: payload (JSON), name, event_id, created, attempts, claims, error,
-                      reason, died_at; deleted once acked
+    {ns}:entry:<id>   hash: payload (JSON), name, event_id, event_time, created, attempts,
+                      claims, error, reason, died_at; deleted once acked
     {ns}:due          sorted set of pending ids, scored by the time they are due
     {ns}:created      sorted set of pending and in-flight ids, scored by enqueue time
     {ns}:lease        sorted set of in-flight ids, scored by lease expiry
@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, InvalidEvent, OutboxError
-from .base import Claimed, DeadLetter, OutboxStats
+from .base import Claimed, DeadLetter, OutboxStats, event_time_of
 
 try:
     import redis
@@ -74,7 +74,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local id
 repeat id = redis.call('INCR', KEYS[2]) until redis.call('EXISTS', ARGV[1] .. id) == 0
 redis.call('HSET', ARGV[1] .. id, 'payload', ARGV[2], 'name', ARGV[3], 'event_id', ARGV[4],
-           'created', ARGV[5], 'attempts', 0, 'claims', 0)
+           'created', ARGV[5], 'attempts', 0, 'claims', 0, 'event_time', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('ZADD', KEYS[4], ARGV[5], id)
 -- Last, so that a failure above never leaves the key taken without a queued entry.
@@ -96,10 +96,12 @@ local function take(id)
   end
   redis.call('ZADD', KEYS[3], ARGV[3], id)
   local claim = redis.call('HINCRBY', key, 'claims', 1)
-  local attempts = redis.call('HGET', key, 'attempts')
+  local f = redis.call('HMGET', key, 'attempts', 'event_time')
   out[#out + 1] = id .. ':' .. claim
-  out[#out + 1] = attempts
+  out[#out + 1] = f[1]
   out[#out + 1] = payload
+  -- Entries stored before event_time was kept have none.
+  out[#out + 1] = f[2] or ''
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do take(id) end
@@ -356,8 +358,11 @@ class RedisOutbox:
         now = time.time() if now is None else now
         keys = [self._prefix + "idem:" + digest, self._keys["seq"]]
         keys += [self._keys["due"], self._keys["created"]]
-        body = json.dumps(dict(payload), separators=(",", ":"))
+        # The very text sent to Pinterest (see dedupkit.client.encode_batch).
+        body = json.dumps(dict(payload), separators=(",", ":"), ensure_ascii=False)
+        event_time = event_time_of(payload)
         args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
+        args.append("" if event_time is None else repr(event_time))
         return bool(self._run(self._put, "store an event", keys, args))
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
@@ -369,8 +374,13 @@ class RedisOutbox:
         args = [self._entry, _score(now, "now"), _score(now + lease, "lease"), limit]
         flat = self._run(self._claim, "claim events", keys, args)
         return [
-            Claimed(id=_text(flat[i]), attempts=int(flat[i + 1]), payload=json.loads(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Claimed(
+                id=_text(flat[i]),
+                attempts=int(flat[i + 1]),
+                raw=_text(flat[i + 2]),
+                event_time=float(flat[i + 3]) if flat[i + 3] else None,
+            )
+            for i in range(0, len(flat), 4)
         ]
 
     def ack(self, ids: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import InvalidEvent, OutboxError
-from .base import Claimed, DeadLetter, OutboxStats
+from .base import Claimed, DeadLetter, OutboxStats, event_time_of
 
 #: How many recent delivery errors :meth:`SQLiteOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
@@ -32,7 +32,8 @@ class _Status(enum.IntEnum):
 
 
 # ``due_at`` is when a pending entry may be sent, or when the lease of an in-flight one ends;
-# ``changed_at`` is when it was last claimed, delivered or killed.
+# ``changed_at`` is when it was last claimed, delivered or killed. ``event_time`` repeats the
+# payload's, so that the sender need not decode the payload to check its age.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     changed_at REAL NOT NULL,
     last_error TEXT,
+    event_time REAL,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
@@ -55,8 +57,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
 
 _PUT = f"""
-INSERT INTO outbox (event_name, event_id, payload, status, due_at, created_at, changed_at)
-VALUES (?, ?, ?, {_PENDING}, ?, ?, ?)
+INSERT INTO outbox (
+    event_name, event_id, payload, event_time, status, due_at, created_at, changed_at
+)
+VALUES (?, ?, ?, ?, {_PENDING}, ?, ?, ?)
 ON CONFLICT (event_name, event_id) DO NOTHING
 """
 
@@ -66,7 +70,7 @@ WHERE id IN (
     SELECT id FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
     ORDER BY due_at, id LIMIT :limit
 )
-RETURNING id, payload, attempts
+RETURNING id, payload, attempts, event_time
 """
 
 # A late ack wins over a dead letter written by a sender that reclaimed the entry: Pinterest
@@ -145,10 +149,12 @@ class SQLiteOutbox:
         name, event_id = payload.get("event_name"), payload.get("event_id")
         if not isinstance(name, str) or not isinstance(event_id, str):
             raise InvalidEvent("an outbox entry needs a string event_name and event_id")
+        # The very text sent to Pinterest (see dedupkit.client.encode_batch).
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         now = _now(now)
+        params = (name, event_id, data, event_time_of(payload), now, now, now)
         with self._errors("store an event in"):
-            cursor = self._conn().execute(_PUT, (name, event_id, data, now, now, now))
+            cursor = self._conn().execute(_PUT, params)
         return cursor.rowcount > 0
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
@@ -160,7 +166,10 @@ class SQLiteOutbox:
             rows = conn.execute(_CLAIM, params).fetchall()
         # RETURNING gives no order guarantee; keep the order of insertion.
         rows.sort(key=lambda row: row[0])
-        return [Claimed(str(id_), json.loads(data), attempts) for id_, data, attempts in rows]
+        return [
+            Claimed(str(id_), data, attempts, event_time=event_time)
+            for id_, data, attempts, event_time in rows
+        ]
 
     def ack(self, ids: Sequence[str]) -> None:
         now = time.time()
@@ -317,6 +326,7 @@ class SQLiteOutbox:
                 # last commits.
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.executescript(_SCHEMA)
+                _add_event_time(conn)
                 return
             except sqlite3.OperationalError as exc:
                 # Switching a new file to WAL answers "locked" at once, without the busy
@@ -370,6 +380,18 @@ def _forget_lock(ref: weakref.ReferenceType[SQLiteOutbox]) -> None:
     outbox = ref()
     if outbox is not None:
         outbox._lock = threading.Lock()
+
+
+def _add_event_time(conn: sqlite3.Connection) -> None:
+    # Files created before the column existed; their entries keep a NULL event_time, for
+    # which the sender reads the payload.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if "event_time" not in columns:
+        try:
+            conn.execute("ALTER TABLE outbox ADD COLUMN event_time REAL")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it meanwhile
+                raise
 
 
 def _recent_errors(conn: sqlite3.Connection) -> list[tuple[float, str]]:

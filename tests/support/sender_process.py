@@ -27,7 +27,7 @@ class CountingClient:
         self.client = client
         self.sent = 0
 
-    def send(self, events: Sequence[Mapping[str, Any]]) -> BatchResult:
+    def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
         result = self.client.send(events)
         self.sent += result.delivered
         return result
