@@ -72,6 +72,7 @@ class DedupKit:
 
         app.register_blueprint(blueprint, url_prefix=cfg.setting(app.config, "URL_PREFIX"))
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
+        app.before_request(_start_sender)
         app.after_request(_remember_click_id)
         app.cli.add_command(cli)
 
@@ -311,6 +312,14 @@ def set_click_id_cookie(response: Response, click_id: str) -> None:
         httponly=False,  # Pinterest's tag reads it
         samesite="Lax",
     )
+
+
+def _start_sender() -> None:
+    # On any request, not only the first tracked event: after a restart, events a crashed
+    # process left in the outbox must go out even if no new event comes in.
+    state = get_state()
+    if state.enabled and cfg.setting(state.config, "BACKGROUND_SENDER"):
+        state.background.ensure_started()
 
 
 def _remember_click_id(response: Response) -> Response:

@@ -307,3 +307,29 @@ class TestClickIdCookie:
         cookie = response.headers["Set-Cookie"]
         assert cookie.startswith("_pin_click=abc;")
         assert "Domain=shop.example" in cookie
+
+
+def test_any_request_starts_delivery_of_what_a_dead_process_left_behind(
+    make_app: AppFactory,
+) -> None:
+    from dedupkit.testing import FakePinterest
+
+    from .support.payloads import capi_event
+
+    with FakePinterest() as fake:
+        app = make_app(
+            BACKGROUND_SENDER=True,
+            FLUSH_INTERVAL=0.05,
+            API_BASE_URL=fake.api_base_url,
+            AD_ACCOUNT_ID=fake.ad_account_id,
+            CONVERSION_TOKEN=fake.token,
+        )
+        state = get_state(app)
+        # Queued by a process that crashed before delivering it.
+        state.outbox.put(capi_event("left-behind"))
+        assert app.test_client().get("/no-such-page").status_code == 404
+        try:
+            assert fake.wait_for_capi_events(1)
+            assert fake.capi_events[0]["event_id"] == "left-behind"
+        finally:
+            state.background.stop()
