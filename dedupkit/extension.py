@@ -44,7 +44,8 @@ class DedupKit:
     from the environment), ``DEDUPKIT_ENABLED``, ``DEDUPKIT_API_BASE_URL``,
     ``DEDUPKIT_TEST_MODE``, ``DEDUPKIT_PINTRK_SRC``, ``DEDUPKIT_QUEUE_URL``,
     ``DEDUPKIT_URL_PREFIX``, ``DEDUPKIT_CLIENT_IP_HEADER``, ``DEDUPKIT_REQUIRE_CONSENT``,
-    ``DEDUPKIT_BROWSER_EVENTS``, ``DEDUPKIT_DEBUG_UI``, ``DEDUPKIT_RETRY_WINDOW`` and the
+    ``DEDUPKIT_BROWSER_EVENTS``, ``DEDUPKIT_DEBUG_UI`` (a flag, or a callable
+    ``(request) -> bool`` that guards the ledger page), ``DEDUPKIT_RETRY_WINDOW`` and the
     extras documented in the README.
     """
 

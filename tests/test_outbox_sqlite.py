@@ -250,7 +250,10 @@ def test_prune_deletes_old_delivered_entries_only(box: SQLiteOutbox) -> None:
 
 
 def test_claims_are_atomic_across_threads(box: SQLiteOutbox) -> None:
-    for i in range(300):
+    # Enough entries that draining them outlasts SQLite's first busy-handler back-offs
+    # (1 + 2 + 5 + 10 ms): with a few hundred, one thread can take them all before the
+    # others wake up.
+    for i in range(3000):
         box.put(event(f"e{i}"))
     start = threading.Barrier(4)
     claims: list[list[str]] = [[] for _ in range(4)]
@@ -266,7 +269,7 @@ def test_claims_are_atomic_across_threads(box: SQLiteOutbox) -> None:
     for thread in threads:
         thread.join()
     everything = [id_ for mine in claims for id_ in mine]
-    assert len(everything) == len(set(everything)) == 300
+    assert len(everything) == len(set(everything)) == 3000
     assert sum(1 for mine in claims if mine) > 1
 
 

@@ -8,6 +8,7 @@ from ..errors import ConfigurationError
 from .base import Claimed as Claimed
 from .base import DeadLetter as DeadLetter
 from .base import EntryState as EntryState
+from .base import LedgerEntry as LedgerEntry
 from .base import Outbox as Outbox
 from .base import OutboxStats as OutboxStats
 from .sqlite import SQLiteOutbox as SQLiteOutbox
@@ -16,6 +17,7 @@ __all__ = [
     "Claimed",
     "DeadLetter",
     "EntryState",
+    "LedgerEntry",
     "Outbox",
     "OutboxStats",
     "SQLiteOutbox",

@@ -79,6 +79,65 @@ class OutboxStats:
     last_errors: Sequence[tuple[float, str]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One event as the dedup ledger dashboard shows it: what was sent, never who to.
+
+    Built from the stored payload, whose user data is already hashed; even so only the
+    *names* of the identity fields are kept (``user_fields``), never their values.
+    """
+
+    event_name: str
+    event_id: str
+    state: EntryState
+    #: Failed delivery attempts so far (a reclaimed lease is not an attempt).
+    attempts: int
+    #: The payload's ``event_time``, ``None`` when it has none.
+    event_time: float | None
+    #: When the entry last changed state (see each backend for what it records).
+    updated_at: float
+    #: Pinterest's (or the network's) message for the last failed attempt or the dead letter.
+    last_error: str | None
+    #: Whether ``user_data.click_id`` (the ``_epik`` click id) was sent.
+    has_click_id: bool
+    #: The ``user_data`` keys present, in payload order, e.g. ``("em", "client_ip_address")``.
+    user_fields: tuple[str, ...] = ()
+
+
+def ledger_entry(
+    raw: str,
+    *,
+    event_name: str,
+    event_id: str,
+    state: EntryState,
+    attempts: int,
+    event_time: float | None,
+    updated_at: float,
+    last_error: str | None,
+) -> LedgerEntry:
+    """A :class:`LedgerEntry` from a stored payload's JSON text; a payload that does not
+    decode still gives its row, with no identity fields."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        payload = None
+    user = payload.get("user_data") if isinstance(payload, dict) else None
+    fields = tuple(str(k) for k, v in user.items() if v) if isinstance(user, dict) else ()
+    if event_time is None and isinstance(payload, dict):
+        event_time = event_time_of(payload)
+    return LedgerEntry(
+        event_name=event_name,
+        event_id=event_id,
+        state=state,
+        attempts=attempts,
+        event_time=event_time,
+        updated_at=updated_at,
+        last_error=last_error or None,
+        has_click_id="click_id" in fields,
+        user_fields=fields,
+    )
+
+
 class Outbox(Protocol):
     """The storage contract. Every method may raise :class:`dedupkit.errors.OutboxError`."""
 
@@ -109,6 +168,13 @@ class Outbox(Protocol):
     def stats(self, *, now: float | None = None) -> OutboxStats: ...
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    def recent(self, limit: int = 100) -> list[LedgerEntry]:
+        """Up to ``limit`` entries, the most recently changed first, for the ledger dashboard.
+
+        A backend that does not keep delivered entries (Redis) only counts them in
+        :meth:`stats` and lists what it still holds.
+        """
 
     def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
         """Make dead letters pending again (all of them when ``ids`` is None)."""

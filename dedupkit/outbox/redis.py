@@ -48,7 +48,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, InvalidEvent, OutboxError
-from .base import Claimed, DeadLetter, OutboxStats, event_time_of
+from .base import (
+    Claimed,
+    DeadLetter,
+    EntryState,
+    LedgerEntry,
+    OutboxStats,
+    event_time_of,
+    ledger_entry,
+)
 
 try:
     import redis
@@ -220,6 +228,40 @@ end
 return out
 """
 
+# The newest live (by enqueue time) and dead (by death time) entries, merged, cut to the
+# limit, and only then read: at most 2 * limit ids and limit hashes per call.
+_RECENT = """
+local limit = tonumber(ARGV[2])
+local rows = {}
+local function collect(key, state)
+  local found = redis.call('ZREVRANGE', key, 0, limit - 1, 'WITHSCORES')
+  for i = 1, #found, 2 do
+    rows[#rows + 1] = {found[i], found[i + 1], tonumber(found[i + 1]), state}
+  end
+end
+collect(KEYS[1], 'live')
+collect(KEYS[2], 'dead')
+table.sort(rows, function(a, b)
+  if a[3] ~= b[3] then return a[3] > b[3] end
+  return tonumber(a[1]) > tonumber(b[1])
+end)
+local out = {}
+for i = 1, math.min(limit, #rows) do
+  local id, state = rows[i][1], rows[i][4]
+  local f = redis.call('HMGET', ARGV[1] .. id, 'name', 'event_id', 'attempts', 'event_time',
+                       'error', 'reason', 'payload')
+  if f[1] and f[7] then
+    if state == 'live' then
+      state = redis.call('ZSCORE', KEYS[3], id) and 'in_flight' or 'pending'
+    end
+    out[#out + 1] = state
+    out[#out + 1] = rows[i][2]
+    for j = 1, 7 do out[#out + 1] = f[j] or '' end
+  end
+end
+return out
+"""
+
 _RAISE_PAUSE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tonumber(ARGV[1]) > current then
@@ -301,6 +343,7 @@ class RedisOutbox:
         self._replay = register(_REPLAY)
         self._dead_letters = register(_DEAD_LETTERS)
         self._raise_pause = register(_RAISE_PAUSE)
+        self._recent = register(_RECENT)
 
     def __repr__(self) -> str:
         return f"<RedisOutbox {self.location} namespace={self._namespace!r}>"
@@ -466,6 +509,37 @@ class RedisOutbox:
             )
             for i in range(0, len(flat), 6)
         ]
+
+    def recent(self, limit: int = 100) -> list[LedgerEntry]:
+        """The newest pending, in-flight and dead entries, newest first, at most ``limit``.
+
+        Delivered entries are deleted at ack, so they are only counted (``stats().delivered``)
+        and never listed. Redis keeps no change time for live entries: a pending or in-flight
+        entry is dated (``updated_at``) and ordered by when it was enqueued, a dead letter by
+        when it died. One read-only script: at most ``2 * limit`` ids and ``limit`` entries.
+        """
+        if limit <= 0:
+            return []
+        keys = [self._keys["created"], self._keys["dead"], self._keys["lease"]]
+        flat = self._run(self._recent, "list recent entries", keys, [self._entry, limit])
+        entries = []
+        for i in range(0, len(flat), 9):
+            state, score, name, event_id, attempts, event_time, error, reason, payload = (
+                _text(v) for v in flat[i : i + 9]
+            )
+            entries.append(
+                ledger_entry(
+                    payload,
+                    event_name=name,
+                    event_id=event_id,
+                    state=EntryState(state),
+                    attempts=int(attempts or 0),
+                    event_time=float(event_time) if event_time else None,
+                    updated_at=float(score),
+                    last_error=reason or error or None,
+                )
+            )
+        return entries
 
     def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
         """Make dead letters pending again (all of them when ``ids`` is None), attempts reset."""

@@ -18,7 +18,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import InvalidEvent, OutboxError
-from .base import Claimed, DeadLetter, OutboxStats, event_time_of
+from .base import (
+    Claimed,
+    DeadLetter,
+    EntryState,
+    LedgerEntry,
+    OutboxStats,
+    event_time_of,
+    ledger_entry,
+)
 
 #: How many recent delivery errors :meth:`SQLiteOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
@@ -31,9 +39,19 @@ class _Status(enum.IntEnum):
     DEAD = 3
 
 
+_STATES = {
+    _Status.PENDING: EntryState.PENDING,
+    _Status.IN_FLIGHT: EntryState.IN_FLIGHT,
+    _Status.DELIVERED: EntryState.DELIVERED,
+    _Status.DEAD: EntryState.DEAD,
+}
+
+
 # ``due_at`` is when a pending entry may be sent, or when the lease of an in-flight one ends;
-# ``changed_at`` is when it was last claimed, delivered or killed. ``event_time`` repeats the
-# payload's, so that the sender need not decode the payload to check its age.
+# ``changed_at`` is when it was last stored, rescheduled, delivered or killed (not claimed: the
+# outbox_changed index, which the ledger dashboard reads newest first, then costs claims
+# nothing). ``event_time`` repeats the payload's, so that the sender need not decode the
+# payload to check its age.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -50,6 +68,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
+CREATE INDEX IF NOT EXISTS outbox_changed ON outbox (changed_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
 
@@ -65,7 +84,7 @@ ON CONFLICT (event_name, event_id) DO NOTHING
 """
 
 _CLAIM = f"""
-UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end, changed_at = :now
+UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end
 WHERE id IN (
     SELECT id FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
     ORDER BY due_at, id LIMIT :limit
@@ -97,6 +116,11 @@ _OLDEST = f"SELECT min(created_at) FROM outbox WHERE status IN ({_PENDING}, {_IN
 _DEAD_LETTERS = f"""
 SELECT id, event_name, event_id, last_error, changed_at, attempts FROM outbox
 WHERE status = {_DEAD} ORDER BY changed_at DESC, id DESC LIMIT ?
+"""
+# Walks the outbox_changed index backwards: the cost is the limit, not the table.
+_RECENT = """
+SELECT event_name, event_id, status, attempts, event_time, changed_at, last_error, payload
+FROM outbox ORDER BY changed_at DESC, id DESC LIMIT ?
 """
 _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 
@@ -236,6 +260,30 @@ class SQLiteOutbox:
                 DeadLetter(str(id_), name, event_id, reason or "", died_at, attempts)
                 for id_, name, event_id, reason, died_at, attempts in rows
             ]
+
+    def recent(self, limit: int = 100) -> list[LedgerEntry]:
+        """The ``limit`` most recently changed entries (delivered ones included), newest first.
+
+        ``updated_at`` is when an entry was stored, rescheduled, delivered, dead-lettered or
+        replayed (a claim does not count); only the returned rows' payloads are decoded.
+        """
+        if limit <= 0:
+            return []
+        with self._errors("read the recent entries of"):
+            rows = self._conn().execute(_RECENT, (limit,)).fetchall()
+        return [
+            ledger_entry(
+                payload,
+                event_name=name,
+                event_id=event_id,
+                state=_STATES[_Status(status)],
+                attempts=attempts,
+                event_time=event_time,
+                updated_at=changed_at,
+                last_error=error,
+            )
+            for name, event_id, status, attempts, event_time, changed_at, error, payload in rows
+        ]
 
     def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
         now = _now(now)
