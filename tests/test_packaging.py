@@ -36,6 +36,8 @@ def test_the_installed_wheel_serves_the_snippet(tmp_path: Path) -> None:
     assert "dedupkit/static/dedupkit.js" in names
     assert "dedupkit/static/dedupkit-stub.js" in names
     assert "dedupkit/py.typed" in names
+    assert "dedupkit/templates/dedupkit/debug.html" in names
+    assert "dedupkit/testing/core.js" in names
     assert "dedupkit/spec/pinterest-capi-v5-events.schema.json" in names
 
     # A fresh venv holding only the wheel; dependencies are borrowed from the test
