@@ -11,8 +11,6 @@ import json
 import logging
 import time
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -20,6 +18,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as cfg
+from .assets import static_file
 from .errors import InvalidEvent, UnknownEventName
 from .extension import (
     current_visitor,
@@ -45,11 +44,7 @@ MAX_CLOCK_AHEAD = 60
 @lru_cache(maxsize=1)
 def snippet() -> tuple[bytes, str]:
     """The snippet's bytes and a short hash of them (its ETag and cache-busting version)."""
-    packaged = resources.files("dedupkit").joinpath("static/dedupkit.js")
-    if packaged.is_file():
-        data = packaged.read_bytes()
-    else:  # running from a source checkout: the source lives in the top-level static/
-        data = (Path(__file__).resolve().parent.parent / "static" / "dedupkit.js").read_bytes()
+    data = static_file("dedupkit.js")
     return data, hashlib.sha256(data).hexdigest()[:16]
 
 

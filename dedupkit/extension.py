@@ -17,7 +17,6 @@ from .errors import OutboxError
 from .event import Event, build_event
 from .event_names import EventNames
 from .outbox import Outbox, open_outbox
-from .retry import RetryPolicy
 from .sender import BackgroundSender, Sender
 from .user_data import UserDataHasher, has_required_identity, sha256_hex
 from .visitor import Visitor, read_visitor
@@ -180,7 +179,6 @@ class _State:
         return Sender(
             self.outbox,
             self.make_client(),
-            policy=RetryPolicy(),
             retry_window=float(cfg.setting(conf, "RETRY_WINDOW")),
             send_expired_as_offline=bool(cfg.setting(conf, "SEND_LATE_AS_OFFLINE")),
             batch_size=int(cfg.setting(conf, "BATCH_SIZE")),

@@ -7,14 +7,13 @@ so no event value can close the ``<script>`` it is written into.
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
 from flask import has_request_context, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
 from . import config as cfg
+from .assets import static_file
 from .event import Event
 from .extension import current_visitor, get_state
 
@@ -42,11 +41,7 @@ def _consent_test(cookie: str, required: bool) -> str:
 @lru_cache(maxsize=1)
 def queue_stub() -> str:
     """The inline stub that queues ``dedupkit.track`` calls made before the snippet loads."""
-    packaged = resources.files("dedupkit").joinpath("static/dedupkit-stub.js")
-    if packaged.is_file():
-        return packaged.read_text("utf-8").strip()
-    source = Path(__file__).resolve().parent.parent / "static" / "dedupkit-stub.js"
-    return source.read_text("utf-8").strip()
+    return static_file("dedupkit-stub.js").decode("utf-8").strip()
 
 
 class TemplateHelpers:
