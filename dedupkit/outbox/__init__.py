@@ -11,6 +11,7 @@ from .base import EntryState as EntryState
 from .base import LedgerEntry as LedgerEntry
 from .base import Outbox as Outbox
 from .base import OutboxStats as OutboxStats
+from .base import Pause as Pause
 from .sqlite import SQLiteOutbox as SQLiteOutbox
 
 __all__ = [
@@ -20,17 +21,22 @@ __all__ = [
     "LedgerEntry",
     "Outbox",
     "OutboxStats",
+    "Pause",
     "SQLiteOutbox",
     "open_outbox",
 ]
 
 
-def open_outbox(url: str) -> Outbox:
+def open_outbox(url: str, *, namespace: str | None = None) -> Outbox:
     """Open the outbox that ``DEDUPKIT_QUEUE_URL`` names.
 
     ``sqlite:///relative/path`` and ``sqlite:////absolute/path`` (SQLAlchemy's spelling) open
     a :class:`SQLiteOutbox`; ``redis://`` and ``rediss://`` a ``RedisOutbox``, which needs the
     ``dedupkit[redis]`` extra.
+
+    :param namespace: the prefix of a Redis outbox's keys, so that several shops share one
+        Redis database without seeing each other's events (``"dedupkit"`` when ``None``). A
+        SQLite file belongs to one shop: it ignores the namespace.
 
     :raises ConfigurationError: for an unknown scheme or a SQLite URL without a path.
     """
@@ -48,7 +54,9 @@ def open_outbox(url: str) -> Outbox:
     if scheme in ("redis", "rediss"):
         from .redis import RedisOutbox
 
-        return RedisOutbox(url)
+        if namespace is None:
+            return RedisOutbox(url)
+        return RedisOutbox(url, namespace=namespace)
     # Only the scheme is quoted: the rest of the URL may hold a password.
     problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
     raise ConfigurationError(

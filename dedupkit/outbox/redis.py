@@ -15,13 +15,15 @@ Keys share the hash tag ``{namespace}`` so that they live in one Redis Cluster s
     {ns}:stats        hash: delivered
     {ns}:skipped      hash: reason -> count
     {ns}:errors       capped list of JSON ``[when, message]``, newest first
-    {ns}:pause        "no request before" time, only ever raised
+    {ns}:pause        "no request before" time, only ever raised (or cleared)
+    {ns}:pause_info   hash: until, reason, kind, token_id of the pause raised last
 
 ``claim`` takes entries whose lease ran out first (their claimer died), then due ones, moves
 them to ``lease`` scored ``now + lease`` and bumps the entry's claim counter. ``Claimed.id`` is
-``<entry id>:<claim number>``: ``retry`` and ``dead`` only act for the current claim, so a
-stalled sender whose entry was claimed again cannot undo the new claimer's work, while ``ack``
-is honoured from any claim and even over a dead letter, as the event did reach Pinterest.
+``<entry id>:<claim number>``: ``retry`` and ``dead`` only act for the current claim (an id
+without its claim number is ignored), so a stalled sender whose entry was claimed again cannot
+undo the new claimer's work, while ``ack`` is honoured from any claim and even over a dead
+letter, as the event did reach Pinterest.
 As in the SQLite outbox, a reclaim does not count as an attempt and only ``retry`` does.
 
 Why not a Stream and a consumer group: leases and retries follow the caller's clock and the
@@ -47,15 +49,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigurationError, InvalidEvent, OutboxError
+from ..errors import ConfigurationError, OutboxError
 from .base import (
+    MAX_MESSAGE_LENGTH,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
     OutboxStats,
+    Pause,
+    as_offline_text,
     event_time_of,
     ledger_entry,
+    stored_entry,
 )
 
 try:
@@ -73,7 +79,9 @@ IDEMPOTENCY_TTL = 7 * 24 * 3600
 #: How many recent delivery errors :meth:`RedisOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
 #: Longer error messages are cut, so that a verbose response cannot bloat Redis.
-MAX_ERROR_LENGTH = 1000
+MAX_ERROR_LENGTH = MAX_MESSAGE_LENGTH
+#: Dead letters read per step when a replay rewrites payloads or a listing filters by reason.
+_CHUNK = 500
 #: Socket timeouts of the client built from the URL (query parameters in the URL win).
 SOCKET_TIMEOUT = 5.0
 
@@ -192,12 +200,18 @@ return #ids
 """
 )
 
+# ARGV[3]: 'all' dead letters, 'ids' listed after it, or 'payloads': (id, new payload) pairs.
 _REPLAY = """
-local ids = {}
-if ARGV[3] == '1' then
+local ids, payloads = {}, {}
+if ARGV[3] == 'all' then
   ids = redis.call('ZRANGE', KEYS[3], 0, -1)
-else
+elseif ARGV[3] == 'ids' then
   for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  for i = 4, #ARGV, 2 do
+    ids[#ids + 1] = ARGV[i]
+    payloads[ARGV[i]] = ARGV[i + 1]
+  end
 end
 local n = 0
 for _, id in ipairs(ids) do
@@ -206,6 +220,7 @@ for _, id in ipairs(ids) do
     local created = redis.call('HGET', key, 'created')
     if created then
       redis.call('HSET', key, 'attempts', 0)
+      if payloads[id] then redis.call('HSET', key, 'payload', payloads[id]) end
       redis.call('HDEL', key, 'reason', 'died_at', 'error')
       redis.call('ZADD', KEYS[1], ARGV[2], id)
       redis.call('ZADD', KEYS[2], created, id)
@@ -216,16 +231,32 @@ end
 return n
 """
 
+# Dead letters newest first that died at or after ARGV[3] (a score or '-inf') and, when
+# ARGV[5] is '1', whose reason is ARGV[4]: up to ARGV[2] rows, or with ARGV[2] = '0' their
+# number. Reads the dead set in steps, so a filter costs the dead letters it skips.
 _DEAD_LETTERS = """
-local out = {}
-for _, id in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'name', 'event_id', 'reason', 'died_at', 'attempts')
-  if f[1] then
-    out[#out + 1] = id
-    for i = 1, 5 do out[#out + 1] = f[i] or '' end
+local limit = tonumber(ARGV[2])
+local step = tonumber(ARGV[6])
+local out, count, offset = {}, 0, 0
+while true do
+  local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[3], 'LIMIT', offset, step)
+  if #ids == 0 then break end
+  offset = offset + #ids
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', ARGV[1] .. id, 'name', 'event_id', 'reason', 'died_at',
+                         'attempts')
+    if f[1] and (ARGV[5] == '0' or f[3] == ARGV[4]) then
+      count = count + 1
+      if limit > 0 then
+        out[#out + 1] = id
+        for i = 1, 5 do out[#out + 1] = f[i] or '' end
+        if count >= limit then return out end
+      end
+    end
   end
 end
-return out
+if limit > 0 then return out end
+return count
 """
 
 # The newest live (by enqueue time) and dead (by death time) entries, merged, cut to the
@@ -266,6 +297,9 @@ _RAISE_PAUSE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'until', ARGV[1], 'reason', ARGV[2], 'kind', ARGV[3],
+             'token_id', ARGV[4])
   return 1
 end
 return 0
@@ -285,17 +319,24 @@ def _score(value: float, name: str) -> str:
 
 
 def _split_ids(ids: Sequence[str]) -> list[str]:
-    # [entry id, claim number] pairs; a bare entry id (no claim number) skips the claim check.
+    # [entry id, claim number or ""] pairs of the well-formed ids; the others are ignored.
     pairs: list[str] = []
     for item in ids:
-        entry, _, claim = str(item).partition(":")
-        if entry.isdigit() and (claim == "" or claim.isdigit()):
+        entry, sep, claim = str(item).partition(":")
+        if entry.isdigit() and (claim.isdigit() if sep else True):
             pairs += [entry, claim]
     return pairs
 
 
+def _claim_ids(ids: Sequence[str]) -> list[str]:
+    # [entry id, claim number] pairs of the ids that name a claim: retry and dead act for the
+    # current claim only, so an id without its claim number is ignored.
+    pairs = _split_ids(ids)
+    return [v for i in range(0, len(pairs), 2) if pairs[i + 1] for v in pairs[i : i + 2]]
+
+
 def _entry_ids(ids: Sequence[str]) -> list[str]:
-    return _split_ids(ids)[::2]
+    return list(dict.fromkeys(_split_ids(ids)[::2]))
 
 
 class RedisOutbox:
@@ -334,6 +375,9 @@ class RedisOutbox:
             for name in ("seq", "due", "created", "lease", "dead", "stats", "skipped", "errors")
         }
         self._keys["pause"] = self._prefix + "pause"
+        self._keys["pause_info"] = self._prefix + "pause_info"
+        #: (pid, timeout, client) of the client with short timeouts for timed puts.
+        self._timed: tuple[int, float, redis.Redis] | None = None
         register = self._client.register_script
         self._put = register(_PUT)
         self._claim = register(_CLAIM)
@@ -385,28 +429,62 @@ class RedisOutbox:
                 f"Redis outbox at {self.location} could not {action}: {message}"
             ) from exc
 
-    def _run(self, script: Script, action: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _timed_client(self, timeout: float) -> redis.Redis:
+        """A client like the main one, whose socket timeouts are ``timeout`` seconds.
+
+        Kept for the next call with the same ``timeout`` (the request path always passes the
+        same one); replaced, and closed, when another is asked for.
+        """
+        base = self._redis().connection_pool
+        with self._lock:
+            timed = self._timed
+            if timed is not None and timed[:2] == (os.getpid(), timeout):
+                return timed[2]
+            kwargs = {**base.connection_kwargs}
+            kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+            pool = redis.ConnectionPool(connection_class=base.connection_class, **kwargs)
+            client = redis.Redis(connection_pool=pool)
+            self._timed = (os.getpid(), timeout, client)
+        # One of a forked parent is only dropped, as in _redis().
+        if timed is not None and timed[0] == os.getpid():
+            timed[2].close()
+        return client
+
+    def _run(
+        self,
+        script: Script,
+        action: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        client: redis.Redis | None = None,
+    ) -> Any:
         with self._failing(action):
-            return script(keys=keys, args=args, client=self._redis())
+            return script(keys=keys, args=args, client=client or self._redis())
 
     def _error_record(self, when: float, message: str) -> str:
         return json.dumps([when, message[:MAX_ERROR_LENGTH]])
 
-    def put(self, payload: Mapping[str, Any], *, now: float | None = None) -> bool:
-        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored."""
-        name, event_id = payload.get("event_name"), payload.get("event_id")
-        if not (isinstance(name, str) and isinstance(event_id, str)):
-            raise InvalidEvent("an outbox payload needs a string 'event_name' and 'event_id'")
+    def put(
+        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+    ) -> bool:
+        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+
+        :param timeout: bound the call by socket timeouts of this many seconds (on a second
+            client kept for such calls), instead of :data:`SOCKET_TIMEOUT`; then raise
+            :class:`OutboxError`. A put that timed out may still have been stored.
+        :raises ValueError: for a payload that is not an event (see
+            :func:`~dedupkit.outbox.base.stored_entry`).
+        """
+        name, event_id, body = stored_entry(payload)
         digest = hashlib.sha256(json.dumps([name, event_id]).encode()).hexdigest()
         now = time.time() if now is None else now
         keys = [self._prefix + "idem:" + digest, self._keys["seq"]]
         keys += [self._keys["due"], self._keys["created"]]
-        # The very text sent to Pinterest (see dedupkit.client.encode_batch).
-        body = json.dumps(dict(payload), separators=(",", ":"), ensure_ascii=False)
         event_time = event_time_of(payload)
         args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
         args.append("" if event_time is None else repr(event_time))
-        return bool(self._run(self._put, "store an event", keys, args))
+        client = None if timeout is None else self._timed_client(timeout)
+        return bool(self._run(self._put, "store an event", keys, args, client))
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
@@ -434,8 +512,8 @@ class RedisOutbox:
             self._run(self._ack, "acknowledge events", keys, [self._entry, *entries])
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
-        """Give claimed entries back, due again at ``not_before`` (attempts + 1)."""
-        pairs = _split_ids(ids)
+        """Give entries back, due again at ``not_before`` (attempts + 1); current claims only."""
+        pairs = _claim_ids(ids)
         if pairs:
             keys = [self._keys[k] for k in ("lease", "due", "created", "errors")]
             args = [self._entry, _score(not_before, "not_before"), error[:MAX_ERROR_LENGTH]]
@@ -443,8 +521,8 @@ class RedisOutbox:
             self._run(self._retry, "reschedule events", keys, args)
 
     def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
-        """Move claimed entries to the dead letters with ``reason``."""
-        pairs = _split_ids(ids)
+        """Move entries to the dead letters with ``reason``; current claims only."""
+        pairs = _claim_ids(ids)
         if pairs:
             now = time.time() if now is None else now
             keys = [self._keys[k] for k in ("lease", "dead", "created", "errors")]
@@ -458,10 +536,39 @@ class RedisOutbox:
             value = self._redis().get(self._keys["pause"])
         return float(_text(value)) if value is not None else 0.0
 
-    def set_pause_until(self, when: float) -> None:
-        """Raise the shared pause (after a 429/503 ``Retry-After``); never lowers it."""
-        keys = [self._keys["pause"]]
-        self._run(self._raise_pause, "set the pause", keys, [_score(when, "when")])
+    def set_pause_until(
+        self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
+    ) -> None:
+        """Raise the shared pause to ``when`` with why; a lower ``when`` changes nothing."""
+        keys = [self._keys["pause"], self._keys["pause_info"]]
+        args = [_score(when, "when"), reason[:MAX_MESSAGE_LENGTH], kind, token_id]
+        self._run(self._raise_pause, "set the pause", keys, args)
+
+    def pause(self, *, now: float | None = None) -> Pause | None:
+        """The pause in force with its reason, ``None`` when none (see the protocol)."""
+        with self._failing("read the pause"):
+            pipe = self._redis().pipeline(transaction=True)
+            pipe.get(self._keys["pause"])
+            pipe.hgetall(self._keys["pause_info"])
+            until_text, info = pipe.execute()
+        until = float(_text(until_text)) if until_text is not None else 0.0
+        if until <= (time.time() if now is None else now):
+            return None
+        fields = {_text(k): _text(v) for k, v in info.items()}
+        # Raised by an older dedupkit (no info), or info left from a pause since raised again.
+        if float(fields.get("until") or "nan") != until:
+            return Pause(until=until, reason="", kind="rate_limit", token_id="")
+        return Pause(
+            until=until,
+            reason=fields.get("reason", ""),
+            kind=fields.get("kind", "rate_limit"),
+            token_id=fields.get("token_id", ""),
+        )
+
+    def clear_pause(self) -> None:
+        """Lift the pause, whatever it was."""
+        with self._failing("clear the pause"):
+            self._redis().delete(self._keys["pause"], self._keys["pause_info"])
 
     def record_skip(self, reason: str) -> None:
         """Count an event that was deliberately not enqueued."""
@@ -492,12 +599,16 @@ class RedisOutbox:
             last_errors=last_errors,
         )
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The dead letters, most recent first."""
+    def dead_letters(
+        self, limit: int = 100, *, reason: str | None = None, since: float | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, most recent first; ``reason`` matches exactly, ``since`` is inclusive.
+
+        One read-only script; with ``reason`` it reads the dead letters it skips too.
+        """
         if limit <= 0:
             return []
-        keys = [self._keys["dead"]]
-        flat = self._run(self._dead_letters, "list dead letters", keys, [self._entry, limit])
+        flat = self._select_dead(limit, reason, since, "list dead letters")
         return [
             DeadLetter(
                 id=_text(flat[i]),
@@ -509,6 +620,21 @@ class RedisOutbox:
             )
             for i in range(0, len(flat), 6)
         ]
+
+    def count_dead(self, *, reason: str | None = None, since: float | None = None) -> int:
+        """How many dead letters match (the same filters as :meth:`dead_letters`)."""
+        if reason is None:
+            low = "-inf" if since is None else _score(since, "since")
+            with self._failing("count dead letters"):
+                return int(self._redis().zcount(self._keys["dead"], low, "+inf"))
+        return int(self._select_dead(0, reason, since, "count dead letters"))
+
+    def _select_dead(self, limit: int, reason: str | None, since: float | None, action: str) -> Any:
+        low = "-inf" if since is None else _score(since, "since")
+        # Stored reasons are cut to MAX_ERROR_LENGTH: so is the one looked for.
+        wanted = "" if reason is None else reason[:MAX_ERROR_LENGTH]
+        args = [self._entry, limit, low, wanted, "0" if reason is None else "1", _CHUNK]
+        return self._run(self._dead_letters, action, [self._keys["dead"]], args)
 
     def recent(self, limit: int = 100) -> list[LedgerEntry]:
         """The newest pending, in-flight and dead entries, newest first, at most ``limit``.
@@ -541,15 +667,48 @@ class RedisOutbox:
             )
         return entries
 
-    def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
-        """Make dead letters pending again (all of them when ``ids`` is None), attempts reset."""
+    def replay_dead(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        now: float | None = None,
+        as_offline: bool = False,
+    ) -> int:
+        """Make dead letters pending again (all when ``ids`` is None); see the protocol.
+
+        With ``as_offline`` the payloads are read, rewritten in Python with the one encoder
+        and replayed by ``_CHUNK``; a letter acked or replayed meanwhile is skipped.
+        """
         entries = [] if ids is None else _entry_ids(ids)
         if ids is not None and not entries:
             return 0
-        now = time.time() if now is None else now
+        now_score = _score(time.time() if now is None else now, "now")
         keys = [self._keys[k] for k in ("due", "created", "dead")]
-        args = [self._entry, _score(now, "now"), "1" if ids is None else "0", *entries]
-        return int(self._run(self._replay, "replay dead letters", keys, args))
+        if not as_offline:
+            args = [self._entry, now_score, *(["all"] if ids is None else ["ids", *entries])]
+            return int(self._run(self._replay, "replay dead letters", keys, args))
+        if ids is None:
+            with self._failing("list dead letters"):
+                found = self._redis().zrange(self._keys["dead"], 0, -1)
+            entries = [_text(i) for i in found if isinstance(i, (bytes, str))]
+        replayed = 0
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            with self._failing("read dead letters"):
+                pipe = self._redis().pipeline(transaction=False)
+                for entry in chunk:
+                    pipe.hget(self._entry + entry, "payload")
+                payloads = pipe.execute()
+            pairs = [
+                value
+                for entry, raw in zip(chunk, payloads, strict=True)
+                if raw is not None
+                for value in (entry, as_offline_text(_text(raw)))
+            ]
+            if pairs:
+                args = [self._entry, now_score, "payloads", *pairs]
+                replayed += int(self._run(self._replay, "replay dead letters", keys, args))
+        return replayed
 
     def prune(self, older_than: float, *, now: float | None = None) -> int:
         """Nothing to do: entries are deleted when acked and their idempotency keys expire
@@ -557,6 +716,9 @@ class RedisOutbox:
         return 0
 
     def close(self) -> None:
-        """Disconnect, unless the client was passed in."""
+        """Disconnect (the client passed in, if any, is left open)."""
+        timed, self._timed = self._timed, None
+        if timed is not None and timed[0] == os.getpid():
+            timed[2].close()
         if self._owns_client and self._pid == os.getpid():
             self._client.close()

@@ -2,6 +2,11 @@
 
 WAL lets the request path write while a sender reads; every state change is one statement
 or one ``BEGIN IMMEDIATE`` transaction, so several gunicorn workers can share the file.
+Connections are lent per operation by a :class:`~.sqlite_pool.ConnectionPool`.
+
+``Claimed.id`` is ``<rowid>:<claim number>``: each claim bumps the entry's ``claims`` column,
+and ``retry``/``dead`` only match the current claim number (see the stale-claim rule in
+:class:`~dedupkit.outbox.base.Outbox`). :attr:`DeadLetter.id` is the bare rowid.
 """
 
 from __future__ import annotations
@@ -10,23 +15,26 @@ import enum
 import json
 import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import InvalidEvent, OutboxError
+from ..errors import OutboxError
 from .base import (
+    MAX_MESSAGE_LENGTH,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
     OutboxStats,
+    Pause,
+    as_offline_text,
     event_time_of,
     ledger_entry,
+    stored_entry,
 )
+from .sqlite_pool import MAX_IDLE, ConnectionPool
 
 #: How many recent delivery errors :meth:`SQLiteOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
@@ -51,7 +59,7 @@ _STATES = {
 # ``changed_at`` is when it was last stored, rescheduled, delivered or killed (not claimed: the
 # outbox_changed index, which the ledger dashboard reads newest first, then costs claims
 # nothing). ``event_time`` repeats the payload's, so that the sender need not decode the
-# payload to check its age.
+# payload to check its age. ``claims`` counts claims, to tell a stale claim from the current one.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -65,12 +73,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     changed_at REAL NOT NULL,
     last_error TEXT,
     event_time REAL,
+    claims INTEGER NOT NULL DEFAULT 0,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
 CREATE INDEX IF NOT EXISTS outbox_changed ON outbox (changed_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
+_SCHEMA_OBJECTS = {"outbox", "outbox_due", "outbox_changed", "meta"}
+# Columns added after the first release, with how to add them to an older file.
+_LATER_COLUMNS = {
+    # Entries stored before keep a NULL event_time, for which the sender reads the payload.
+    "event_time": "ALTER TABLE outbox ADD COLUMN event_time REAL",
+    "claims": "ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+}
 
 # Statuses go into the SQL as the numbers of _Status.
 _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
@@ -84,12 +100,12 @@ ON CONFLICT (event_name, event_id) DO NOTHING
 """
 
 _CLAIM = f"""
-UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end
+UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end, claims = claims + 1
 WHERE id IN (
     SELECT id FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
     ORDER BY due_at, id LIMIT :limit
 )
-RETURNING id, payload, attempts, event_time
+RETURNING id, claims, payload, attempts, event_time
 """
 
 # A late ack wins over a dead letter written by a sender that reclaimed the entry: Pinterest
@@ -98,25 +114,34 @@ _ACK = f"""
 UPDATE outbox SET status = {_DELIVERED}, changed_at = ?, last_error = NULL
 WHERE id = ? AND status != {_DELIVERED}
 """
+# Only the current claim: a stale sender's late call matches no row.
 _RETRY = f"""
 UPDATE outbox SET status = {_PENDING}, attempts = attempts + 1, due_at = ?, last_error = ?,
     changed_at = ?
-WHERE id = ? AND status = {_IN_FLIGHT}
+WHERE id = ? AND claims = ? AND status = {_IN_FLIGHT}
 """
 _DEAD_LETTER = f"""
 UPDATE outbox SET status = {_DEAD}, last_error = ?, changed_at = ?
-WHERE id = ? AND status = {_IN_FLIGHT}
+WHERE id = ? AND claims = ? AND status = {_IN_FLIGHT}
 """
 _REPLAY = f"""
-UPDATE outbox SET status = {_PENDING}, attempts = 0, due_at = ?, last_error = NULL, changed_at = ?
+UPDATE outbox SET status = {_PENDING}, attempts = 0, due_at = :now, last_error = NULL,
+    changed_at = :now, payload = coalesce(:payload, payload)
 WHERE status = {_DEAD}
 """
+_DEAD_PAYLOADS = f"SELECT id, payload FROM outbox WHERE status = {_DEAD}"
 _COUNTS = "SELECT status, count(*) FROM outbox GROUP BY status"
 _OLDEST = f"SELECT min(created_at) FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT})"
-_DEAD_LETTERS = f"""
-SELECT id, event_name, event_id, last_error, changed_at, attempts FROM outbox
-WHERE status = {_DEAD} ORDER BY changed_at DESC, id DESC LIMIT ?
+# A dead letter's reason is its last_error and it died when it last changed.
+_DEAD_FILTER = f"""
+WHERE status = {_DEAD} AND (:reason IS NULL OR last_error = :reason)
+    AND (:since IS NULL OR changed_at >= :since)
 """
+_DEAD_LETTERS = f"""
+SELECT id, event_name, event_id, last_error, changed_at, attempts FROM outbox {_DEAD_FILTER}
+ORDER BY changed_at DESC, id DESC LIMIT :limit
+"""
+_COUNT_DEAD = f"SELECT count(*) FROM outbox {_DEAD_FILTER}"
 # Walks the outbox_changed index backwards: the cost is the limit, not the table.
 _RECENT = """
 SELECT event_name, event_id, status, attempts, event_time, changed_at, last_error, payload
@@ -124,10 +149,11 @@ FROM outbox ORDER BY changed_at DESC, id DESC LIMIT ?
 """
 _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 
-_RAISE_PAUSE = """
-INSERT INTO meta (key, value) VALUES ('pause_until', ?)
-ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)
-"""
+# ``pause_until`` alone is what older dedupkits read and raise; ``pause_info`` says why, and
+# counts only while its ``until`` matches ``pause_until``.
+_PAUSE = "SELECT key, value FROM meta WHERE key IN ('pause_until', 'pause_info')"
+_SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_CLEAR_PAUSE = "DELETE FROM meta WHERE key IN ('pause_until', 'pause_info')"
 _COUNT_SKIP = """
 INSERT INTO meta (key, value) VALUES (?, 1)
 ON CONFLICT (key) DO UPDATE SET value = value + 1
@@ -151,35 +177,51 @@ class SQLiteOutbox:
 
     Delivered entries are kept, so a repeated ``(event_name, event_id)`` stays a duplicate;
     :meth:`prune` removes old ones. ``oldest_pending_age`` counts pending and in-flight entries.
+    Files written by older versions are upgraded in place when first opened.
 
     :param path: the database file; missing parent directories are created.
     :param busy_timeout: seconds to wait for another process's write lock.
+    :param max_idle: connections kept open between operations (see
+        :class:`~.sqlite_pool.ConnectionPool`); more are opened while more threads use the
+        outbox at once, and closed after use.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        max_idle: int = MAX_IDLE,
+    ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
-        self._generation = 0
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _forget_lock(ref))
+        self._pool = ConnectionPool(self.path, self._connect, max_idle=max_idle)
 
     def __repr__(self) -> str:
         return f"<SQLiteOutbox {self.path!r}>"
 
-    def put(self, payload: Mapping[str, Any], *, now: float | None = None) -> bool:
-        name, event_id = payload.get("event_name"), payload.get("event_id")
-        if not isinstance(name, str) or not isinstance(event_id, str):
-            raise InvalidEvent("an outbox entry needs a string event_name and event_id")
-        # The very text sent to Pinterest (see dedupkit.client.encode_batch).
-        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    def put(
+        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+    ) -> bool:
+        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+
+        :param timeout: wait at most this many seconds (instead of ``busy_timeout``) for
+            another connection's write lock, then raise :class:`OutboxError`.
+        :raises ValueError: for a payload that is not an event (see
+            :func:`~dedupkit.outbox.base.stored_entry`).
+        """
+        name, event_id, data = stored_entry(payload)
         now = _now(now)
         params = (name, event_id, data, event_time_of(payload), now, now, now)
-        with self._errors("store an event in"):
-            cursor = self._conn().execute(_PUT, params)
-        return cursor.rowcount > 0
+        with self._errors("store an event in"), self._pool.connection() as conn:
+            if timeout is None:
+                return conn.execute(_PUT, params).rowcount > 0
+            # For this statement only: the connection goes back to the pool afterwards.
+            conn.execute(f"PRAGMA busy_timeout = {_millis(timeout)}")
+            try:
+                return conn.execute(_PUT, params).rowcount > 0
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {_millis(self.busy_timeout)}")
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         if limit < 1:
@@ -191,43 +233,80 @@ class SQLiteOutbox:
         # RETURNING gives no order guarantee; keep the order of insertion.
         rows.sort(key=lambda row: row[0])
         return [
-            Claimed(str(id_), data, attempts, event_time=event_time)
-            for id_, data, attempts, event_time in rows
+            Claimed(f"{id_}:{claims}", data, attempts, event_time=event_time)
+            for id_, claims, data, attempts, event_time in rows
         ]
 
     def ack(self, ids: Sequence[str]) -> None:
+        """Mark entries delivered, from any claim of them (even over a dead letter)."""
+        rows = [row for row, _ in _parse_ids(ids)]
+        if not rows:
+            return
         now = time.time()
         with self._errors("acknowledge events in"), self._transaction() as conn:
-            conn.executemany(_ACK, [(now, int(id_)) for id_ in ids])
+            conn.executemany(_ACK, [(now, row) for row in rows])
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
+        """Give entries back, due at ``not_before``; only ids of their current claim count."""
+        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        if not claims:
+            return
         now = time.time()
         with self._errors("reschedule events in"), self._transaction() as conn:
-            conn.executemany(_RETRY, [(not_before, error, now, int(id_)) for id_ in ids])
-            if ids:
+            cursor = conn.executemany(
+                _RETRY, [(not_before, error, now, row, claim) for row, claim in claims]
+            )
+            if cursor.rowcount > 0:
                 self._log_error(conn, now, error)
 
     def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
+        """Dead-letter entries with ``reason``; only ids of their current claim count."""
+        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        if not claims:
+            return
         now = _now(now)
         with self._errors("dead-letter events in"), self._transaction() as conn:
-            conn.executemany(_DEAD_LETTER, [(reason, now, int(id_)) for id_ in ids])
-            if ids:
+            cursor = conn.executemany(
+                _DEAD_LETTER, [(reason, now, row, claim) for row, claim in claims]
+            )
+            if cursor.rowcount > 0:
                 self._log_error(conn, now, reason)
 
     def pause_until(self) -> float:
-        with self._errors("read the pause from"):
-            row = (
-                self._conn().execute("SELECT value FROM meta WHERE key = 'pause_until'").fetchone()
-            )
+        """The shared "no request to Pinterest before" time (0 when none)."""
+        with self._errors("read the pause from"), self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'pause_until'").fetchone()
         return float(row[0]) if row else 0.0
 
-    def set_pause_until(self, when: float) -> None:
-        with self._errors("store the pause in"):
-            self._conn().execute(_RAISE_PAUSE, (when,))
+    def set_pause_until(
+        self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
+    ) -> None:
+        """Raise the shared pause to ``when`` with why; a lower ``when`` changes nothing."""
+        info = {"until": when, "reason": reason[:MAX_MESSAGE_LENGTH], "kind": kind}
+        info["token_id"] = token_id
+        with self._errors("store the pause in"), self._transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'pause_until'").fetchone()
+            if row is None or when > float(row[0]):
+                conn.execute(_SET_META, ("pause_until", when))
+                conn.execute(_SET_META, ("pause_info", json.dumps(info)))
+
+    def pause(self, *, now: float | None = None) -> Pause | None:
+        """The pause in force with its reason, ``None`` when none (see the protocol)."""
+        with self._errors("read the pause from"), self._pool.connection() as conn:
+            values = dict(conn.execute(_PAUSE).fetchall())
+        until = float(values.get("pause_until") or 0.0)
+        if until <= _now(now):
+            return None
+        return _pause(until, values.get("pause_info"))
+
+    def clear_pause(self) -> None:
+        """Lift the pause, whatever it was."""
+        with self._errors("clear the pause in"), self._pool.connection() as conn:
+            conn.execute(_CLEAR_PAUSE)
 
     def record_skip(self, reason: str) -> None:
-        with self._errors("count a skipped event in"):
-            self._conn().execute(_COUNT_SKIP, (_SKIP_PREFIX + reason,))
+        with self._errors("count a skipped event in"), self._pool.connection() as conn:
+            conn.execute(_COUNT_SKIP, (_SKIP_PREFIX + reason,))
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = _now(now)
@@ -253,13 +332,25 @@ class SQLiteOutbox:
             last_errors=[(when, message) for when, message in reversed(errors)],
         )
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        with self._errors("read the dead letters of"):
-            rows = self._conn().execute(_DEAD_LETTERS, (limit,))
-            return [
-                DeadLetter(str(id_), name, event_id, reason or "", died_at, attempts)
-                for id_, name, event_id, reason, died_at, attempts in rows
-            ]
+    def dead_letters(
+        self, limit: int = 100, *, reason: str | None = None, since: float | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, most recent first; ``reason`` matches exactly, ``since`` is inclusive."""
+        if limit <= 0:
+            return []
+        params = {"limit": limit, "reason": reason, "since": since}
+        with self._errors("read the dead letters of"), self._pool.connection() as conn:
+            rows = conn.execute(_DEAD_LETTERS, params).fetchall()
+        return [
+            DeadLetter(str(id_), name, event_id, reason or "", died_at, attempts)
+            for id_, name, event_id, reason, died_at, attempts in rows
+        ]
+
+    def count_dead(self, *, reason: str | None = None, since: float | None = None) -> int:
+        """How many dead letters match (the same filters as :meth:`dead_letters`)."""
+        with self._errors("count the dead letters of"), self._pool.connection() as conn:
+            (count,) = conn.execute(_COUNT_DEAD, {"reason": reason, "since": since}).fetchone()
+        return int(count)
 
     def recent(self, limit: int = 100) -> list[LedgerEntry]:
         """The ``limit`` most recently changed entries (delivered ones included), newest first.
@@ -269,8 +360,8 @@ class SQLiteOutbox:
         """
         if limit <= 0:
             return []
-        with self._errors("read the recent entries of"):
-            rows = self._conn().execute(_RECENT, (limit,)).fetchall()
+        with self._errors("read the recent entries of"), self._pool.connection() as conn:
+            rows = conn.execute(_RECENT, (limit,)).fetchall()
         return [
             ledger_entry(
                 payload,
@@ -285,15 +376,45 @@ class SQLiteOutbox:
             for name, event_id, status, attempts, event_time, changed_at, error, payload in rows
         ]
 
-    def replay_dead(self, ids: Sequence[str] | None = None, *, now: float | None = None) -> int:
+    def replay_dead(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        now: float | None = None,
+        as_offline: bool = False,
+    ) -> int:
+        """Make dead letters pending again (all when ``ids`` is None); see the protocol.
+
+        With ``as_offline`` the payloads are rewritten in Python, with the one encoder, in the
+        same transaction.
+        """
         now = _now(now)
+        rows = None if ids is None else sorted({row for row, _ in _parse_ids(ids)})
+        if rows == []:
+            return 0
         with self._errors("replay the dead letters of"), self._transaction() as conn:
-            if ids is None:
-                return conn.execute(_REPLAY, (now, now)).rowcount
-            cursor = conn.executemany(
-                _REPLAY + " AND id = ?", [(now, now, int(id_)) for id_ in ids]
-            )
-            return cursor.rowcount
+            if not as_offline:
+                if rows is None:
+                    return conn.execute(_REPLAY, {"now": now, "payload": None}).rowcount
+                params: list[dict[str, Any]] = [
+                    {"now": now, "payload": None, "id": row} for row in rows
+                ]
+            else:
+                found = (
+                    conn.execute(_DEAD_PAYLOADS).fetchall()
+                    if rows is None
+                    else [
+                        hit
+                        for row in rows
+                        for hit in conn.execute(_DEAD_PAYLOADS + " AND id = ?", (row,))
+                    ]
+                )
+                params = [
+                    {"now": now, "payload": as_offline_text(data), "id": row} for row, data in found
+                ]
+            if not params:
+                return 0
+            return conn.executemany(_REPLAY + " AND id = :id", params).rowcount
 
     def prune(self, older_than: float, *, now: float | None = None) -> int:
         """Delete delivered entries acknowledged more than ``older_than`` seconds ago.
@@ -306,61 +427,35 @@ class SQLiteOutbox:
         if older_than < 0:
             raise ValueError(f"older_than must be positive, got {older_than}")
         cutoff = _now(now) - older_than
-        with self._errors("prune"):
-            cursor = self._conn().execute(_PRUNE, (cutoff,))
-        return cursor.rowcount
+        with self._errors("prune"), self._pool.connection() as conn:
+            return conn.execute(_PRUNE, (cutoff,)).rowcount
 
     def close(self) -> None:
-        """Close this process's connections; the next call opens new ones."""
-        with self._lock:
-            mine = [conn for pid, conn in self._connections if pid == os.getpid()]
-            self._connections = []
-            self._generation += 1
-        for conn in mine:
-            conn.close()
+        """Close this process's idle connections (those in use, when given back); the next
+        call opens new ones."""
+        self._pool.close()
 
     def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        # A connection must never cross a fork (sqlite.org/howtocorrupt.html §2.6), nor be
-        # used after close().
-        if getattr(local, "key", None) != (os.getpid(), self._generation):
-            local.conn = self._connect()
-            local.file = self._file_identity()
-            local.key = (os.getpid(), self._generation)
-        elif self._file_identity() != local.file:
-            # SQLite would go on writing to the deleted file, and reopening the path while
-            # other processes still use the old one would share their -wal and -shm files.
-            raise OutboxError(
-                f"the dedupkit outbox {self.path!r} was deleted or replaced while in use; "
-                "restart the processes that use it"
-            )
-        conn: sqlite3.Connection = local.conn
-        return conn
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
+        """An idle connection of the pool, for tests and benchmarks: the one the next call
+        uses when no other thread is using the outbox meanwhile."""
+        with self._pool.connection() as conn:
+            return conn
 
     def _connect(self) -> sqlite3.Connection:
-        with self._errors("open"):
-            directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                self._set_up(conn)
-            except BaseException:
-                conn.close()
-                raise
-        with self._lock:
-            self._connections.append((os.getpid(), conn))
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            # The pool lends a connection to one thread at a time, not always the same one.
+            check_same_thread=False,
+        )
+        try:
+            self._set_up(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
@@ -373,8 +468,13 @@ class SQLiteOutbox:
                 # In WAL mode NORMAL survives a killed process; only power loss may drop the
                 # last commits.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
-                _add_event_time(conn)
+                # Reads only, when the file is up to date: a new connection then needs no
+                # write lock, and opens at once while another process holds it.
+                missing = _missing_columns(conn)
+                if missing or not _has_schema(conn):
+                    conn.executescript(_SCHEMA)
+                    for column in _missing_columns(conn):
+                        _add_column(conn, column)
                 return
             except sqlite3.OperationalError as exc:
                 # Switching a new file to WAL answers "locked" at once, without the busy
@@ -386,16 +486,16 @@ class SQLiteOutbox:
 
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute(f"BEGIN {mode}")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (disk full) leaves the transaction open.
-            if conn.in_transaction:
-                conn.rollback()
-            raise
+        with self._pool.connection() as conn:
+            conn.execute(f"BEGIN {mode}")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full) leaves the transaction open.
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -423,23 +523,53 @@ class SQLiteOutbox:
         )
 
 
-def _forget_lock(ref: weakref.ReferenceType[SQLiteOutbox]) -> None:
-    # Another thread of the parent may have held the lock when it forked.
-    outbox = ref()
-    if outbox is not None:
-        outbox._lock = threading.Lock()
+def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
+    """``(rowid, claim number or None)`` of each well-formed id; the others are ignored."""
+    parsed: list[tuple[int, int | None]] = []
+    for item in ids:
+        row, sep, claim = str(item).partition(":")
+        if row.isdigit() and (claim.isdigit() if sep else True):
+            parsed.append((int(row), int(claim) if sep else None))
+    return parsed
 
 
-def _add_event_time(conn: sqlite3.Connection) -> None:
-    # Files created before the column existed; their entries keep a NULL event_time, for
-    # which the sender reads the payload.
+def _pause(until: float, info_text: Any) -> Pause:
+    try:
+        info = json.loads(info_text) if isinstance(info_text, str) else None
+    except ValueError:
+        info = None
+    # Raised by an older dedupkit (no info), or info left from a pause since raised again.
+    if not isinstance(info, dict) or info.get("until") != until:
+        return Pause(until=until, reason="", kind="rate_limit", token_id="")
+    return Pause(
+        until=until,
+        reason=str(info.get("reason", "")),
+        kind=str(info.get("kind", "rate_limit")),
+        token_id=str(info.get("token_id", "")),
+    )
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    return names >= _SCHEMA_OBJECTS
+
+
+def _missing_columns(conn: sqlite3.Connection) -> list[str]:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
-    if "event_time" not in columns:
-        try:
-            conn.execute("ALTER TABLE outbox ADD COLUMN event_time REAL")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):  # another process added it meanwhile
-                raise
+    # No table at all: the schema script creates it with every column.
+    return [name for name in _LATER_COLUMNS if columns and name not in columns]
+
+
+def _add_column(conn: sqlite3.Connection, column: str) -> None:
+    try:
+        conn.execute(_LATER_COLUMNS[column])
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another process added it meanwhile
+            raise
+
+
+def _millis(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
 
 
 def _recent_errors(conn: sqlite3.Connection) -> list[tuple[float, str]]:
