@@ -165,7 +165,7 @@ class Bench:
         from flask import Flask
 
         from dedupkit import DedupKit
-        from dedupkit.extension import get_state
+        from dedupkit.state import get_state
 
         directory = self._fresh_dir()
         app = Flask("bench", instance_path=str(directory))

@@ -104,7 +104,7 @@ def web_process(
     results: Any,
 ) -> None:
     """One web process: warm up, wait for ``go``, send ``count`` events, report, wait."""
-    from dedupkit.extension import get_state
+    from dedupkit.state import get_state
 
     latencies: list[float] = []
     app, kit, orders = make_app(queue_url, api_base_url, latencies)

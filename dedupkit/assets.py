@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -16,3 +18,10 @@ def static_file(name: str) -> bytes:
     if packaged.is_file():
         return packaged.read_bytes()
     return (Path(__file__).resolve().parent.parent / "static" / name).read_bytes()
+
+
+@lru_cache(maxsize=1)
+def snippet() -> tuple[bytes, str]:
+    """The served snippet's bytes and a short hash of them (its ETag and cache-busting version)."""
+    data = static_file("dedupkit.js")
+    return data, hashlib.sha256(data).hexdigest()[:16]

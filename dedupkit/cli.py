@@ -8,13 +8,12 @@ import threading
 import time
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
-from . import config as cfg
 from .errors import DedupKitError
 from .event import build_event
-from .extension import get_state
+from .settings import redacted_url
+from .state import get_state
 
 cli = AppGroup("dedupkit", help="Pinterest Tag + Conversions API delivery.")
 
@@ -39,8 +38,8 @@ def worker() -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, shut_down)
-    click.echo(f"dedupkit worker: delivering from {cfg.redacted_url(state.queue_url)}")
-    sender.run(stop, flush_interval=float(cfg.setting(state.config, "FLUSH_INTERVAL")))
+    click.echo(f"dedupkit worker: delivering from {redacted_url(state.queue_url)}")
+    sender.run(stop, flush_interval=state.settings.flush_interval)
     click.echo("dedupkit worker: stopped")
 
 
@@ -49,7 +48,7 @@ def status() -> None:
     """Counts by state, the oldest pending event, skipped events and the last errors."""
     state = get_state()
     stats = state.outbox.stats()
-    click.echo(f"queue       {cfg.redacted_url(state.queue_url)}")
+    click.echo(f"queue       {redacted_url(state.queue_url)}")
     click.echo(f"pending     {stats.pending}")
     click.echo(f"in flight   {stats.in_flight}")
     click.echo(f"delivered   {stats.delivered}")
@@ -117,8 +116,7 @@ def send_test() -> None:
     outcome = result.results[0]
     if result.delivered:
         click.echo(
-            f"ok: Pinterest accepted a test event for ad account "
-            f"{cfg.setting(current_app.config, 'AD_ACCOUNT_ID')}"
+            f"ok: Pinterest accepted a test event for ad account {state.settings.ad_account_id}"
         )
         if outcome.message:
             click.echo(f"warning: {outcome.message}")

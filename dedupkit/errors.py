@@ -5,7 +5,8 @@
     DedupKitError
     ├── ConfigurationError        a DEDUPKIT_* value is missing or wrong
     ├── InvalidEvent              an event dedupkit refuses to build (also a ValueError)
-    │   └── UnknownEventName      neither a Pinterest event, ``custom`` nor advertiser-defined
+    │   ├── UnknownEventName      neither a Pinterest event, ``custom`` nor advertiser-defined
+    │   └── EventNotAllowed       the browser may not report this event on its own
     └── OutboxError               the durable queue could not be read or written
 """
 
@@ -30,3 +31,7 @@ class UnknownEventName(InvalidEvent):
 
 class OutboxError(DedupKitError):
     """The outbox (SQLite file or Redis) failed; the original error is chained as ``__cause__``."""
+
+
+class EventNotAllowed(InvalidEvent):
+    """A browser reported an event outside ``DEDUPKIT_BROWSER_EVENTS`` (answered with 403)."""

@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import Response, abort, jsonify, render_template, request
 
-from . import config as cfg
 from .errors import OutboxError, UnknownEventName
-from .extension import _State, get_state
 from .outbox.base import LedgerEntry
+from .settings import redacted_url
+from .state import State, get_state
 
 logger = logging.getLogger("dedupkit")
 
@@ -53,7 +53,7 @@ def debug() -> Response:
     ``?limit=`` for more or fewer entries. Only hashed data and field names are shown.
     """
     state = get_state()
-    if not debug_ui_allowed(cfg.setting(state.config, "DEBUG_UI")):
+    if not debug_ui_allowed(state.settings.debug_ui):
         abort(404)
     fmt = request.args.get("format", "html")
     if fmt not in ("html", "json"):
@@ -82,7 +82,7 @@ def debug() -> Response:
     return response
 
 
-def ledger(state: _State, *, limit: int = LEDGER_LIMIT, now: float | None = None) -> dict[str, Any]:
+def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None) -> dict[str, Any]:
     """The dashboard's data, as JSON-ready values: hashes and field names only."""
     now = time.time() if now is None else now
     outbox = state.outbox
@@ -92,7 +92,7 @@ def ledger(state: _State, *, limit: int = LEDGER_LIMIT, now: float | None = None
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     skipped.update(stats.skipped)
     return {
-        "queue": cfg.redacted_url(state.queue_url),
+        "queue": redacted_url(state.queue_url),
         "now": now,
         "counts": {
             "pending": stats.pending,
@@ -111,7 +111,7 @@ def ledger(state: _State, *, limit: int = LEDGER_LIMIT, now: float | None = None
     }
 
 
-def _entry(entry: LedgerEntry, state: _State, now: float) -> dict[str, Any]:
+def _entry(entry: LedgerEntry, state: State, now: float) -> dict[str, Any]:
     try:
         tag_name = state.names.resolve(entry.event_name).tag
     except UnknownEventName:  # an advertiser-defined name since removed from the settings
@@ -132,10 +132,10 @@ def _entry(entry: LedgerEntry, state: _State, now: float) -> dict[str, Any]:
     }
 
 
-def _scrub(message: str, state: _State) -> str:
+def _scrub(message: str, state: State) -> str:
     """``message`` without the conversion token, should an error ever have echoed it."""
-    token = state.config.get(cfg.PREFIX + "CONVERSION_TOKEN")
-    if isinstance(token, str) and token:
+    token = state.settings.conversion_token
+    if token:
         message = message.replace(token, "***")
     return message
 

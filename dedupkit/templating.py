@@ -12,10 +12,10 @@ from flask import has_request_context, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
-from . import config as cfg
-from .assets import static_file
+from .assets import snippet, static_file
 from .event import Event
-from .extension import current_visitor, get_state
+from .intake import current_visitor
+from .state import get_state
 
 # Pinterest's base code (pinterest.md §8.1), with the core.js injection behind a consent test
 # run in the browser: the HTML is then the same for every visitor, so a full-page cache cannot
@@ -32,7 +32,7 @@ _BASE_CODE = (
 
 def _consent_test(cookie: str, required: bool) -> str:
     """JavaScript that is true when the tag may load: a stored yes, or no stored no."""
-    # Cookie names are checked against config.COOKIE_NAME at start-up: regex- and script-safe.
+    # Cookie names are checked against settings.COOKIE_NAME at start-up: regex- and script-safe.
     if required:
         return f"/(^|; ){cookie}=1(;|$)/.test(document.cookie)"
     return f"!/(^|; ){cookie}=0(;|$)/.test(document.cookie)"
@@ -50,21 +50,19 @@ class TemplateHelpers:
     def head(self) -> Markup:
         """Pinterest's base code, the queue stub and the deferred snippet, for ``<head>``."""
         state = get_state()
-        conf = state.config
+        s = state.settings
         if not state.enabled:
             return Markup("")
-        from .blueprint import snippet
-
-        tag_id = cfg.setting(conf, "TAG_ID")
-        pintrk_src = str(cfg.setting(conf, "PINTRK_SRC"))
-        page_visit = bool(cfg.setting(conf, "PAGE_VISIT"))
-        consent_cookie = str(cfg.setting(conf, "CONSENT_COOKIE"))
+        tag_id = s.tag_id
+        pintrk_src = s.pintrk_src
+        page_visit = s.page_visit
+        consent_cookie = s.consent_cookie
 
         # Nothing here depends on the visitor: cached pages stay right for everyone.
         parts: list[str] = []
         if tag_id:
             code = _BASE_CODE.replace("{src}", htmlsafe_json_dumps(pintrk_src)).replace(
-                "{consented}", _consent_test(consent_cookie, state.require_consent)
+                "{consented}", _consent_test(consent_cookie, s.require_consent)
             )
             calls = f"pintrk('load',{htmlsafe_json_dumps(str(tag_id))});"
             if not page_visit:
@@ -80,11 +78,11 @@ class TemplateHelpers:
             "data-endpoint": url_for("dedupkit.events"),
             "data-tag-id": tag_id,
             "data-page-visit": "1" if page_visit else None,
-            "data-require-consent": "1" if state.require_consent else None,
+            "data-require-consent": "1" if s.require_consent else None,
             "data-pintrk-src": pintrk_src if tag_id else None,
-            "data-epik-cookie": cfg.setting(conf, "CLICK_ID_COOKIE"),
+            "data-epik-cookie": s.click_id_cookie,
             "data-consent-cookie": consent_cookie,
-            "data-cookie-domain": cfg.setting(conf, "COOKIE_DOMAIN"),
+            "data-cookie-domain": s.cookie_domain,
             "data-custom-names": " ".join(sorted(state.names.advertiser_defined)) or None,
         }
         rendered = "".join(
@@ -104,7 +102,9 @@ class TemplateHelpers:
         state = get_state()
         if not state.enabled:
             return Markup("")
-        if has_request_context() and not current_visitor().may_send(state.require_consent):
+        if has_request_context() and not current_visitor(state).may_send(
+            state.settings.require_consent
+        ):
             return Markup("")
         name = htmlsafe_json_dumps(event.tag_name)
         data = htmlsafe_json_dumps(event.to_pintrk())

@@ -7,13 +7,17 @@ rather than the CDN's own address, and the page's click id rather than nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
+import logging
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Request
+
+logger = logging.getLogger("dedupkit")
 
 #: Longest click id kept. Observed epik values are ~100 characters of URL-safe Base64.
 MAX_CLICK_ID_LENGTH = 512
@@ -54,24 +58,45 @@ def client_ip(request: Request, header: str | None) -> str | None:
     """The visitor's IP: the trusted CDN header if configured, else ``remote_addr``.
 
     ``remote_addr`` is right behind Werkzeug's ``ProxyFix``; trusting ``X-Forwarded-For``
-    without it would let any visitor choose their IP.
+    without it would let any visitor choose their IP. When the configured header is there but
+    malformed, the answer is no IP: ``remote_addr`` is then the CDN's own address, and sending
+    it as the shopper's would tie every conversion to the CDN.
     """
     if header:
-        raw = request.headers.get(header, "")
-        # Some CDNs append hops; the first address is the client's.
-        candidate = raw.split(",")[0].strip()
-        if _is_ip(candidate):
+        raw = request.headers.get(header)
+        if raw is not None:
+            # Some CDNs append hops; the first address is the client's.
+            candidate = normalised_ip(raw[:256].split(",")[0])
+            if candidate is None:
+                _warn_malformed_header(header)
             return candidate
-    addr = request.remote_addr
-    return addr if addr and _is_ip(addr) else None
+    return normalised_ip(request.remote_addr or "")
 
 
-def _is_ip(value: str) -> bool:
+def normalised_ip(value: str) -> str | None:
+    """``value`` as a plain IP address, an IPv6 zone id (``%eth0``) stripped; else ``None``."""
+    value = value.strip()
+    if len(value) > 64:
+        return None
+    address = value.partition("%")[0]
     try:
-        ipaddress.ip_address(value)
+        return str(ipaddress.ip_address(address))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+_warned_headers: set[str] = set()
+
+
+def _warn_malformed_header(header: str) -> None:
+    # Once per header and process: a misconfigured CDN would otherwise log every request.
+    if header not in _warned_headers:
+        _warned_headers.add(header)
+        logger.warning(
+            "the %s header (DEDUPKIT_CLIENT_IP_HEADER) holds no IP address; events of such "
+            "requests are sent without an IP. Check the CDN sends this header",
+            header,
+        )
 
 
 def consent_from_cookie(value: str | None) -> Consent:
@@ -95,6 +120,10 @@ class Visitor:
     #: Pinterest's own first-party visitor cookie, if the tag set one.
     pin_unauth: str | None
     consent: Consent
+
+    def with_consent(self, consent: Consent) -> Visitor:
+        """The same visitor with another consent state."""
+        return self if consent is self.consent else dataclasses.replace(self, consent=consent)
 
     def may_send(self, require_consent: bool) -> bool:
         """One consent decision for both channels."""

@@ -32,8 +32,8 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from dedupkit import DedupKit, Event
-from dedupkit.config import redacted_url
-from dedupkit.extension import get_state
+from dedupkit.settings import redacted_url
+from dedupkit.state import get_state
 from dedupkit.testing import Conversion, FakePinterest
 
 #: A made-up tag id: the fake's stand-in tag accepts any.
@@ -234,23 +234,23 @@ def _quantity(value: str | None) -> int:
 
 
 def _layout_context() -> dict[str, Any]:
-    conf = current_app.config
+    settings = get_state().settings
     return {
         "cart_count": sum(_cart().values()),
         "currency": CURRENCY,
-        "require_consent": bool(conf["DEDUPKIT_REQUIRE_CONSENT"]),
-        "consent": request.cookies.get(conf["DEDUPKIT_CONSENT_COOKIE"]),
-        "click_id": request.cookies.get(conf["DEDUPKIT_CLICK_ID_COOKIE"]),
+        "require_consent": settings.require_consent,
+        "consent": request.cookies.get(settings.consent_cookie),
+        "click_id": request.cookies.get(settings.click_id_cookie),
         "dashboard_url": dashboard_path(current_app),
     }
 
 
 def dashboard_path(app: Flask) -> str | None:
     """The dedupkit ledger dashboard's path, when this dedupkit version has one and it is on."""
-    conf = app.config
-    if not conf["DEDUPKIT_DEBUG_UI"]:
+    settings = get_state(app).settings
+    if not settings.debug_ui:
         return None
-    path = conf["DEDUPKIT_URL_PREFIX"].rstrip("/") + "/debug"
+    path = settings.url_prefix.rstrip("/") + "/debug"
     exists = any(rule.rule == path for rule in app.url_map.iter_rules())
     return path if exists else None
 
@@ -377,7 +377,7 @@ def _track_checkout(order: Order) -> Event:
 def reset_consent() -> Response:
     """Forget the consent decision so the banner asks again."""
     response = redirect(url_for("shop.home"), 303)
-    response.delete_cookie(current_app.config["DEDUPKIT_CONSENT_COOKIE"], path="/")
+    response.delete_cookie(get_state().settings.consent_cookie, path="/")
     return response
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from werkzeug.serving import run_simple
 
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
 from . import QUEUE_FILE, create_app, dashboard_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ import pytest
 from flask import Flask
 
 from dedupkit import DedupKit
-from dedupkit.extension import get_state
 from dedupkit.outbox import Outbox
+from dedupkit.state import get_state
+from dedupkit.testing import FakePinterest
 
 from .support.redis_server import RedisServer, running_redis_server
 
@@ -25,6 +27,14 @@ TOKEN = "test-token"
 TAG_ID = "2612345678901"
 
 AppFactory = Callable[..., Flask]
+
+#: The DedupKit each test app was built with, as the app's own code would keep it.
+_KITS: weakref.WeakKeyDictionary[Flask, DedupKit] = weakref.WeakKeyDictionary()
+
+
+def kit_for(app: Flask) -> DedupKit:
+    """The :class:`DedupKit` that ``make_app`` registered on ``app``."""
+    return _KITS[app]
 
 
 @pytest.fixture
@@ -45,7 +55,7 @@ def make_app(tmp_path: Path) -> AppFactory:
             DEDUPKIT_API_BASE_URL="http://127.0.0.1:9/v5",
         )
         app.config.update({f"DEDUPKIT_{key}": value for key, value in settings.items()})
-        DedupKit(app)
+        _KITS[app] = DedupKit(app)
         return app
 
     return factory
@@ -72,6 +82,13 @@ def shopper_request(app: Flask, path: str = "/", **kwargs: Any) -> Any:
     kwargs.setdefault("headers", {"User-Agent": CHROME_UA})
     kwargs.setdefault("environ_base", {"REMOTE_ADDR": "198.51.100.7"})
     return app.test_request_context(path, **kwargs)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePinterest]:
+    """A fake Pinterest on a loopback port, for one test."""
+    with FakePinterest() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

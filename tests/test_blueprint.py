@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 
 from .conftest import CHROME_UA, AppFactory, queued
 
@@ -171,8 +171,6 @@ class TestEvents:
             (add_to_cart(data={"value": "lots"}), 400, "value"),
             (add_to_cart(data={"line_items": [{"product_quantity": "x"}]}), 400, "quantity"),
             (add_to_cart(data=[1]), 400, "data"),
-            (add_to_cart(event_source_url="javascript:alert(1)"), 400, "event_source_url"),
-            (add_to_cart(event_source_url=7), 400, "event_source_url"),
             (add_to_cart(event_id="x" * 300), 400, "event_id"),
             ("x" * 20000, 413, "larger"),
         ],
@@ -202,6 +200,45 @@ class TestEvents:
         response = beacon(app, add_to_cart(**data))
         assert response.status_code < 500
         assert response.is_json
+
+    @pytest.mark.parametrize(
+        "url",
+        ["javascript:alert(1)", 7, "http://[::1", "https://x/" + "a" * 3000, "ftp://shop/x"],
+    )
+    def test_a_bad_page_url_is_dropped_and_the_event_kept(self, app: Flask, url: object) -> None:
+        response = beacon(app, add_to_cart(event_source_url=url))
+        assert response.status_code == 202
+        [payload] = queued(app)
+        assert "event_source_url" not in payload
+
+    def test_a_long_query_is_trimmed_not_the_event(self, app: Flask) -> None:
+        url = "https://shop.example/p/1?" + "q=1&" * 1000
+        assert beacon(app, add_to_cart(event_source_url=url)).status_code == 202
+        [payload] = queued(app)
+        assert payload["event_source_url"] == "https://shop.example/p/1"
+
+    def test_a_javascript_referer_is_not_a_page_url(self, app: Flask) -> None:
+        body = add_to_cart()
+        del body["event_source_url"]
+        response = beacon(app, body, headers={"Referer": "javascript:alert(1)"})
+        assert response.status_code == 202
+        [payload] = queued(app)
+        assert "event_source_url" not in payload
+
+    @pytest.mark.parametrize("click_id", ["", "  ", "a;b", 7])
+    def test_a_bad_page_click_id_is_dropped_and_the_event_kept(
+        self, app: Flask, click_id: object
+    ) -> None:
+        assert beacon(app, add_to_cart(click_id=click_id)).status_code == 202
+        [payload] = queued(app)
+        assert "click_id" not in payload["user_data"]
+
+    def test_a_null_origin_is_refused_unless_listed(self, make_app: AppFactory) -> None:
+        app = make_app()
+        refused = beacon(app, add_to_cart(), headers={"Origin": "null"})
+        assert refused.status_code == 403
+        listed = make_app(ALLOWED_ORIGINS=["null"])
+        assert beacon(listed, add_to_cart(), headers={"Origin": "null"}).status_code == 202
 
     def test_other_origins_are_refused_unless_allowed(self, make_app: AppFactory) -> None:
         app = make_app(ALLOWED_ORIGINS=["https://www.shop.example"])
@@ -241,7 +278,7 @@ def test_an_internal_error_answers_503_json_and_is_logged(
     def broken(*args: object, **kwargs: object) -> object:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(get_state(app), "submit", broken)
+    monkeypatch.setattr(get_state(app), "store", broken)
     response = beacon(app, add_to_cart())
     assert response.status_code == 503
     assert "not store" in response.json["error"]  # type: ignore[index]

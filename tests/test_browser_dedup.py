@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
 from .support.browser import DESKTOP_CHROME_UA, chromium
 from .support.live_server import LiveServer, static_site
+from .support.polling import wait_until
 from .support.shop_app import create_shop
 
 pytestmark = pytest.mark.browser
@@ -31,12 +32,6 @@ GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/b
 def browser() -> Iterator[Any]:
     with chromium() as browser:
         yield browser
-
-
-@pytest.fixture
-def fake() -> Iterator[FakePinterest]:
-    with FakePinterest() as fake:
-        yield fake
 
 
 Shop = tuple[Flask, LiveServer]
@@ -83,14 +78,13 @@ def page(browser: Any) -> Iterator[Any]:
 def settle(app: Flask, timeout: float = 10.0) -> None:
     """Wait until the shop's outbox has nothing pending or in flight."""
     outbox = get_state(app).outbox
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def drained() -> bool:
         stats = outbox.stats()
-        if stats.pending == 0 and stats.in_flight == 0:
-            return
         get_state(app).background.wake()
-        time.sleep(0.02)  # polling with a deadline, not waiting for a guessed duration
-    raise AssertionError(f"outbox did not drain: {outbox.stats()}")
+        return stats.pending == 0 and stats.in_flight == 0
+
+    assert wait_until(drained, timeout), f"outbox did not drain: {outbox.stats()}"
 
 
 def loaded(page: Any) -> None:

@@ -6,26 +6,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
 from .conftest import AppFactory
 from .support.payloads import capi_event as payload
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def fake() -> Iterator[FakePinterest]:
-    with FakePinterest() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from flask import Flask, Request, url_for
 from werkzeug.test import TestResponse
 
 from dedupkit import DedupKit
-from dedupkit.extension import get_state
 from dedupkit.outbox import EntryState, Outbox, SQLiteOutbox
 from dedupkit.outbox.base import LedgerEntry
+from dedupkit.state import get_state
 
-from .conftest import CHROME_UA, TOKEN, AppFactory, shopper_request
+from .conftest import CHROME_UA, TOKEN, AppFactory, kit_for, shopper_request
 from .support.payloads import capi_event
 from .support.redis_server import RedisServer, running_redis_server
 
@@ -34,7 +34,7 @@ def page(app: Flask, path: str = "/dedupkit/debug", **kw: Any) -> TestResponse:
 
 def track_checkout(app: Flask, order_id: str = "A-1001") -> str:
     """A server-tracked checkout with raw PII and a click id, from a shopper's request."""
-    kit: DedupKit = get_state(app).kit
+    kit: DedupKit = kit_for(app)
     with shopper_request(app, "/checkout?epik=dj0yJnU9abc"):
         event = kit.track(
             "checkout",

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 from dedupkit.user_data import sha256_hex
 from demo_site import create_app

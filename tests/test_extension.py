@@ -11,9 +11,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dedupkit import ConfigurationError, DedupKit, Event, UnknownEventName
 from dedupkit.errors import OutboxError
-from dedupkit.extension import get_state
+from dedupkit.state import get_state
 
-from .conftest import CHROME_UA, AppFactory, queued, shopper_request
+from .conftest import CHROME_UA, AppFactory, kit_for, queued, shopper_request
+from .support.polling import wait_until
 
 PINTEREST_IOS_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -28,13 +29,13 @@ def sha256(text: str) -> str:
 def test_factory_pattern_keeps_state_on_the_app(tmp_path: Path) -> None:
     kit = DedupKit()
     app = Flask("shop", instance_path=str(tmp_path))
-    app.config.update(DEDUPKIT_AD_ACCOUNT_ID="1", DEDUPKIT_CONVERSION_TOKEN="t")
+    app.config.update(DEDUPKIT_AD_ACCOUNT_ID="1", DEDUPKIT_CONVERSION_TOKEN="t" * 20)
     kit.init_app(app)
-    assert get_state(app).kit is kit
-    assert app.config["DEDUPKIT_URL_PREFIX"] == "/dedupkit"
-    assert app.config["DEDUPKIT_RETRY_WINDOW"] == 3600
-    assert "dedupkit" in app.blueprints
+    settings = get_state(app).settings
+    assert (settings.url_prefix, settings.retry_window) == ("/dedupkit", 3600.0)
+    assert app.url_map.bind("").match("/dedupkit/events", method="POST")[0] == "dedupkit.events"
     assert not hasattr(kit, "app")
+    assert "t" * 20 not in repr(settings)
 
 
 def test_registering_twice_is_an_error(app: Flask) -> None:
@@ -42,12 +43,13 @@ def test_registering_twice_is_an_error(app: Flask) -> None:
         DedupKit(app)
 
 
-def test_missing_credentials_name_the_settings(
+def test_missing_credentials_name_the_settings_when_enabled_explicitly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DEDUPKIT_CONVERSION_TOKEN", raising=False)
     monkeypatch.delenv("DEDUPKIT_AD_ACCOUNT_ID", raising=False)
     app = Flask("shop", instance_path=str(tmp_path))
+    app.config["DEDUPKIT_ENABLED"] = True
     with pytest.raises(ConfigurationError) as info:
         DedupKit(app)
     assert "DEDUPKIT_AD_ACCOUNT_ID" in str(info.value)
@@ -61,7 +63,9 @@ def test_credentials_fall_back_to_the_environment(
     monkeypatch.setenv("DEDUPKIT_CONVERSION_TOKEN", "pina_from_env")
     app = Flask("shop", instance_path=str(tmp_path))
     DedupKit(app)
-    assert app.config["DEDUPKIT_CONVERSION_TOKEN"] == "pina_from_env"
+    settings = get_state(app).settings
+    assert (settings.ad_account_id, settings.conversion_token) == ("549764982399", "pina_from_env")
+    assert settings.enabled
 
 
 def test_state_lookup_without_init_app_says_what_to_do() -> None:
@@ -84,7 +88,7 @@ def test_disabled_needs_no_credentials_and_sends_nothing(
 
 
 def test_track_in_a_request_reads_ip_user_agent_click_id_and_url(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(
         app,
         "/checkout/done",
@@ -105,7 +109,7 @@ def test_track_in_a_request_reads_ip_user_agent_click_id_and_url(app: Flask) -> 
 
 
 def test_track_outside_a_request_takes_the_visitor_from_the_caller(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with app.app_context():
         kit.track(
             "lead",
@@ -119,7 +123,7 @@ def test_track_outside_a_request_takes_the_visitor_from_the_caller(app: Flask) -
 
 def test_cdn_client_ip_header_is_trusted_only_when_configured(make_app: AppFactory) -> None:
     app = make_app(CLIENT_IP_HEADER="CF-Connecting-IP")
-    kit = get_state(app).kit
+    kit = kit_for(app)
     headers = {"User-Agent": CHROME_UA, "CF-Connecting-IP": "198.51.100.23"}
     with shopper_request(app, "/", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.1"}):
         kit.track("lead", event_id="1")
@@ -128,7 +132,7 @@ def test_cdn_client_ip_header_is_trusted_only_when_configured(make_app: AppFacto
 
 
 def test_proxyfix_gives_the_forwarded_client_ip(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     ip_seen: list[str] = []
 
     @app.get("/buy")
@@ -147,7 +151,7 @@ def test_proxyfix_gives_the_forwarded_client_ip(app: Flask) -> None:
 
 
 def test_tracking_the_same_event_twice_queues_it_once(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     for _ in range(3):  # a thank-you page reloaded
         with shopper_request(app, "/thanks", headers={"User-Agent": CHROME_UA}):
             kit.track("checkout", order_id="A-1", value=5)
@@ -164,7 +168,7 @@ def test_tracking_the_same_event_twice_queues_it_once(app: Flask) -> None:
     ],
 )
 def test_bots_are_counted_not_sent(app: Flask, user_agent: str) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": user_agent}):
         event = kit.track("checkout", order_id="B-1")
     assert isinstance(event, Event)
@@ -173,7 +177,7 @@ def test_bots_are_counted_not_sent(app: Flask, user_agent: str) -> None:
 
 
 def test_the_pinterest_in_app_browser_is_a_shopper(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": PINTEREST_IOS_UA}):
         kit.track("checkout", order_id="P-1")
     assert len(queued(app)) == 1
@@ -193,7 +197,7 @@ def test_consent_gates_the_server_channel(
     make_app: AppFactory, require_consent: bool, cookie: str | None, sent: bool
 ) -> None:
     app = make_app(REQUIRE_CONSENT=require_consent)
-    kit = get_state(app).kit
+    kit = kit_for(app)
     headers = {"User-Agent": CHROME_UA}
     if cookie is not None:
         headers["Cookie"] = f"_dedupkit_consent={cookie}"
@@ -203,7 +207,7 @@ def test_consent_gates_the_server_channel(
 
 
 def test_raw_pii_never_reaches_the_outbox_file(app: Flask, tmp_path: Path) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         kit.track(
             "checkout",
@@ -222,7 +226,7 @@ def test_raw_pii_never_reaches_the_outbox_file(app: Flask, tmp_path: Path) -> No
 
 
 def test_pin_unauth_cookie_becomes_a_hashed_external_id(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     headers = {"User-Agent": CHROME_UA, "Cookie": "_pin_unauth=dWlkPU5qQXpZVGcw"}
     with shopper_request(app, "/", headers=headers):
         kit.track("lead", event_id="1")
@@ -231,14 +235,14 @@ def test_pin_unauth_cookie_becomes_a_hashed_external_id(app: Flask) -> None:
 
 
 def test_unknown_event_names_are_refused_at_track_time(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with app.app_context(), pytest.raises(UnknownEventName, match="purchase"):
         kit.track("purchase", user={"email": "a@b.co"})
 
 
 def test_advertiser_defined_events_pass_through(make_app: AppFactory) -> None:
     app = make_app(ADVERTISER_EVENTS=["BookDemo"])
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         event = kit.track("BookDemo", event_id="d-1")
     assert (event.capi_name, event.tag_name) == ("BookDemo", "BookDemo")
@@ -248,6 +252,7 @@ def test_an_unwritable_outbox_never_breaks_track_and_loses_nothing(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = get_state(app)
+    kit = kit_for(app)
     real_put = state.outbox.put
 
     def broken_put(*args: object, **kwargs: object) -> bool:
@@ -255,16 +260,13 @@ def test_an_unwritable_outbox_never_breaks_track_and_loses_nothing(
 
     monkeypatch.setattr(state.outbox, "put", broken_put)
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
-        state.kit.track("checkout", order_id="E-1")
-        state.kit.track("checkout", order_id="E-2")
+        kit.track("checkout", order_id="E-1")
+        kit.track("checkout", order_id="E-2")
+    assert len(state.fallback) == 2
+    # The outbox works again and no new event comes in: the fallback writes them by itself.
     monkeypatch.setattr(state.outbox, "put", real_put)
-    with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
-        state.kit.track("checkout", order_id="E-3")
-    assert sorted(p["event_id"] for p in queued(app)) == [
-        "checkout-E-1",
-        "checkout-E-2",
-        "checkout-E-3",
-    ]
+    assert wait_until(lambda: len(state.fallback) == 0)
+    assert sorted(p["event_id"] for p in queued(app)) == ["checkout-E-1", "checkout-E-2"]
 
 
 class TestClickIdCookie:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from .conftest import CHROME_UA
 from .support.network import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def fake() -> Iterator[FakePinterest]:
-    with FakePinterest() as fake:
-        yield fake
 
 
 def start_gunicorn(fake: FakePinterest, queue_url: str, *, preload: bool) -> tuple[Any, str]:

@@ -8,9 +8,7 @@ import re
 import pytest
 from flask import Flask, render_template_string
 
-from dedupkit.extension import get_state
-
-from .conftest import CHROME_UA, TAG_ID, AppFactory, shopper_request
+from .conftest import CHROME_UA, TAG_ID, AppFactory, kit_for, shopper_request
 
 
 def render(app: Flask, source: str, cookie: str | None = None, **context: object) -> str:
@@ -83,7 +81,7 @@ def test_disabled_renders_nothing(make_app: AppFactory) -> None:
 
 
 def test_pintrk_fires_the_server_event_with_the_same_id(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         event = kit.track("AddToCart", event_id="e-1", value=10, currency="USD")
         html = render_template_string("{{ dedupkit.pintrk(event) }}", event=event)
@@ -96,7 +94,7 @@ def test_pintrk_fires_the_server_event_with_the_same_id(app: Flask) -> None:
 
 
 def test_event_data_cannot_break_out_of_the_script(app: Flask) -> None:
-    kit = get_state(app).kit
+    kit = kit_for(app)
     evil = "</script><script>alert(1)</script><!--"
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         event = kit.track("search", event_id="s-1", search_query=evil)
@@ -108,7 +106,7 @@ def test_event_data_cannot_break_out_of_the_script(app: Flask) -> None:
 
 def test_pintrk_renders_nothing_without_consent(make_app: AppFactory) -> None:
     app = make_app(REQUIRE_CONSENT=True)
-    kit = get_state(app).kit
+    kit = kit_for(app)
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         event = kit.track("checkout", order_id="1")
         html = render_template_string("{{ dedupkit.pintrk(event) }}", event=event)

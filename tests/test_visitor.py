@@ -134,19 +134,32 @@ def test_click_id_in_url_reads_the_epik_query_parameter(url: str | None, expecte
         ("203.0.113.7, 198.51.100.2, 10.0.0.1", "203.0.113.7"),
         (" 203.0.113.7 ,198.51.100.2", "203.0.113.7"),
         ("2001:db8::1", "2001:db8::1"),
-        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:0db8:0000:0000:0000:0000:0000:0001"),
-        ("not-an-ip", "10.0.0.1"),
-        ("203.0.113.7:4711", "10.0.0.1"),
-        ("", "10.0.0.1"),
-        ("unknown, 203.0.113.7", "10.0.0.1"),
+        ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        # A malformed header means no IP: REMOTE_ADDR is then the CDN's own address.
+        ("not-an-ip", None),
+        ("203.0.113.7:4711", None),
+        ("", None),
+        ("unknown, 203.0.113.7", None),
+        ("1" * 5000, None),
     ],
 )
 def test_client_ip_trusts_the_configured_cdn_header(
-    make_request: Any, header_value: str, expected: str
+    make_request: Any, header_value: str, expected: str | None
 ) -> None:
     req = make_request(headers={CDN_HEADER: header_value}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
 
     assert client_ip(req, CDN_HEADER) == expected
+
+
+def test_a_malformed_cdn_header_warns_once_and_never_sends_the_proxy_ip(
+    make_request: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    header = "X-Malformed-Test-IP"
+    for _ in range(3):
+        req = make_request(headers={header: "junk"}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+        assert client_ip(req, header) is None
+    assert caplog.text.count("X-Malformed-Test-IP header (DEDUPKIT_CLIENT_IP_HEADER)") == 1
 
 
 def test_client_ip_falls_back_to_remote_addr_when_the_header_is_missing(make_request: Any) -> None:

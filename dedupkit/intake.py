@@ -1,0 +1,226 @@
+"""The one intake path: ``kit.track()`` and ``POST {prefix}/events`` both end in :func:`record`.
+
+:func:`record` resolves the event name once, builds the event, applies the consent, bot and
+identity rules once, checks the result against Pinterest's limits and stores it. It returns a
+typed :class:`Recorded`; the route maps it to JSON, ``track()`` returns its event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Response, g, request
+
+from .bots import is_bot
+from .errors import EventNotAllowed, InvalidEvent
+from .event import Event, build_event
+from .page_url import clean_page_url
+from .state import State, Stored, get_state
+from .user_data import has_required_identity, sha256_hex
+from .visitor import Consent, Visitor, read_visitor
+
+logger = logging.getLogger("dedupkit")
+
+#: One year, the lifetime Pinterest's partners give the click id cookie.
+COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+class Outcome(enum.Enum):
+    """What became of a recorded event."""
+
+    QUEUED = "queued"
+    #: The same (name, event_id) was stored before: sent once.
+    DUPLICATE = "duplicate"
+    #: Deliberately not sent; :attr:`Recorded.reason` says why.
+    SKIPPED = "skipped"
+    #: The outbox failed: the event waits in memory and is written when it works again.
+    KEPT_IN_MEMORY = "kept_in_memory"
+    #: ``DEDUPKIT_ENABLED`` is off: nothing is sent.
+    DISABLED = "disabled"
+
+
+class SkipReason(str, enum.Enum):
+    NO_CONSENT = "no_consent"
+    BOT = "bot"
+    NO_IDENTITY = "no_identity"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The event as built (for the tag) and what became of it on the API channel."""
+
+    event: Event
+    outcome: Outcome
+    reason: SkipReason | None = None
+
+    @property
+    def status(self) -> str:
+        """The word the events route answers with, e.g. ``queued`` or ``skipped: bot``."""
+        if self.reason is not None:
+            return f"{self.outcome.value}: {self.reason.value}"
+        return self.outcome.value
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One event as a caller describes it, before anything is checked.
+
+    :param data: event data in the tag's vocabulary.
+    :param user: raw PII and clear identity fields from the caller; beats the request's.
+    :param from_browser: reported by a beacon: only :attr:`State.browser_events` may be.
+    :param page_click_id: the click id the page saw, used when the request has none.
+    :param page_consent: the page granted consent (a drop-in page on another site).
+    """
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+    event_time: int | float | dt.datetime | None = None
+    event_source_url: str | None = None
+    user: Mapping[str, Any] = field(default_factory=dict)
+    from_browser: bool = False
+    page_click_id: str | None = None
+    page_consent: bool = False
+
+
+def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
+    """Build, check and store one event; the only way an event enters the outbox.
+
+    :param visitor: the request's visitor, ``None`` outside a request (a worker, a webhook).
+    :raises UnknownEventName: for a name that is no Pinterest, custom or advertiser event.
+    :raises EventNotAllowed: for a browser-reported event outside ``BROWSER_EVENTS``.
+    :raises InvalidEvent: for malformed data, naming the field; outside a request also for
+        an event without the identity Pinterest needs.
+    """
+    name = state.names.resolve(submission.name)
+    if submission.from_browser and name.capi not in state.browser_events:
+        # Purchases and sign-ups must come from the server, which knows they happened;
+        # otherwise anyone could post conversions.
+        raise EventNotAllowed(
+            f"event {name.capi!r} cannot be reported from the browser: track it on the server "
+            "with kit.track(), or add it to DEDUPKIT_BROWSER_EVENTS"
+        )
+    user = visitor_user_data(visitor, state.settings.hash_pin_unauth) if visitor else {}
+    if submission.page_click_id and "click_id" not in user:
+        # A page on another subdomain sees a cookie this host cannot: trust what it saw.
+        user["click_id"] = submission.page_click_id
+    user.update(submission.user)
+    event = build_event(
+        name.capi,
+        submission.data,
+        names=state.names,
+        hasher=state.hasher,
+        event_id=submission.event_id,
+        event_time=submission.event_time,
+        event_source_url=clean_page_url(submission.event_source_url),
+        user=user,
+        partner_name=state.settings.partner_name,
+        require_identity=False,
+    )
+    if not state.enabled:
+        return Recorded(event, Outcome.DISABLED)
+    reason = _skip_reason(state, event, visitor, submission.page_consent)
+    if reason is not None:
+        state.record_skip(reason.value)
+        return Recorded(event, Outcome.SKIPPED, reason)
+    stored = state.store(event.to_capi())
+    return Recorded(event, _OUTCOMES[stored])
+
+
+_OUTCOMES = {
+    Stored.QUEUED: Outcome.QUEUED,
+    Stored.DUPLICATE: Outcome.DUPLICATE,
+    Stored.KEPT_IN_MEMORY: Outcome.KEPT_IN_MEMORY,
+}
+
+
+def _skip_reason(
+    state: State, event: Event, visitor: Visitor | None, page_consent: bool
+) -> SkipReason | None:
+    if visitor is not None:
+        consent = visitor.consent
+        if consent is Consent.UNKNOWN and page_consent:
+            consent = Consent.GRANTED
+        if not visitor.with_consent(consent).may_send(state.settings.require_consent):
+            return SkipReason.NO_CONSENT
+        if state.settings.bot_filter and is_bot(visitor.user_agent):
+            return SkipReason.BOT
+    if has_required_identity(event.user_data):
+        return None
+    if visitor is None:
+        # Outside a request the caller forgot to say who the visitor is: a programming error.
+        raise InvalidEvent(
+            f"event {event.capi_name!r} needs an email, a mobile ad id, or both the client IP "
+            "and user agent in user data (Pinterest rejects it otherwise)"
+        )
+    # In a request a missing IP or user agent marks a non-browser: skipped, not raised.
+    logger.warning(
+        "not sending %s %s: no email, mobile ad id, or client IP and user agent",
+        event.capi_name,
+        event.event_id,
+    )
+    return SkipReason.NO_IDENTITY
+
+
+def current_visitor(state: State, page_url: str | None = None) -> Visitor:
+    """The visitor of the current request, read once per request (and page URL)."""
+    cache: dict[str | None, Visitor] = g.setdefault("_dedupkit_visitors", {})
+    if page_url not in cache:
+        s = state.settings
+        cache[page_url] = read_visitor(
+            request,
+            ip_header=s.client_ip_header,
+            click_cookie=s.click_id_cookie,
+            consent_cookie=s.consent_cookie,
+            page_url=page_url,
+        )
+    return cache[page_url]
+
+
+def visitor_user_data(visitor: Visitor, hash_pin_unauth: bool) -> dict[str, Any]:
+    """The clear user-data fields a request provides."""
+    data: dict[str, Any] = {
+        "client_ip_address": visitor.ip,
+        "client_user_agent": visitor.user_agent,
+        "click_id": visitor.click_id,
+    }
+    if hash_pin_unauth and visitor.pin_unauth:
+        # Pinterest's own Magento and Salesforce plugins send sha256(_pin_unauth) as
+        # external_id: it ties server events to the tag's anonymous visitor.
+        data["external_id"] = sha256_hex(visitor.pin_unauth)
+    return {k: v for k, v in data.items() if v}
+
+
+def set_click_id_cookie(response: Response, state: State, click_id: str) -> None:
+    """Write the click id as a server cookie, which ITP does not cap like a JS cookie."""
+    response.set_cookie(
+        state.settings.click_id_cookie,
+        click_id,
+        max_age=COOKIE_MAX_AGE,
+        path="/",
+        domain=state.settings.cookie_domain,
+        secure=request.is_secure,
+        httponly=False,  # Pinterest's tag reads it
+        samesite="Lax",
+    )
+
+
+def remember_click_id(response: Response) -> Response:
+    """``after_request``: keep a landing page's ``epik`` in the first-party cookie."""
+    if "epik" in request.args:
+        state = get_state()
+        visitor = current_visitor(state)
+        if visitor.click_id and visitor.click_id_from_url:
+            set_click_id_cookie(response, state, visitor.click_id)
+    return response
+
+
+def start_delivery() -> None:
+    """``before_request``: on any request, not only the first tracked event, so that events
+    a crashed process left in the outbox go out even if no new event comes in."""
+    get_state().start_delivery()

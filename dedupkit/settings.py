@@ -1,0 +1,327 @@
+"""The ``DEDUPKIT_*`` settings, read, typed and checked once, at ``init_app``.
+
+:func:`load` turns ``app.config`` (and, for what it leaves unset, the environment) plus the
+keyword overrides given to :class:`~dedupkit.DedupKit` into one frozen :class:`Settings`.
+Everything else reads that object; a mistake is a :class:`ConfigurationError` naming the fix.
+
+Precedence, one rule for every key: a keyword override beats ``app.config``, which beats an
+environment variable of the same name, which beats the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from flask import Request
+
+from .client import DEFAULT_API_BASE_URL, MAX_BATCH_SIZE
+from .errors import ConfigurationError
+
+logger = logging.getLogger("dedupkit")
+
+#: Prefix of every key in ``app.config`` and the environment.
+PREFIX = "DEDUPKIT_"
+
+#: Events the browser may report on its own: views and intents, never money. Purchases and
+#: sign-ups are tracked by the server, which knows they really happened.
+DEFAULT_BROWSER_EVENTS = (
+    "page_visit",
+    "view_category",
+    "view_content",
+    "search",
+    "add_to_cart",
+    "add_to_wishlist",
+    "watch_video",
+)
+
+#: What a cookie name may be: it is written into a Set-Cookie header and into inline scripts.
+COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: A conversion token is sent in an HTTP header: printable ASCII, no spaces.
+_TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")
+#: Tokens that are the documentation's placeholders, not a real token.
+_PLACEHOLDER = re.compile(r"^(pina_?(x+|\.\.\.|your.*|token)?|changeme|xxx+|your[-_]?token)$", re.I)
+#: Strings that mean yes or no in an environment variable.
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+#: A guard for a page: a flag, or ``(request) -> bool``.
+Guard = bool | Callable[[Request], bool]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, typed. Field ``foo_bar`` is the key ``DEDUPKIT_FOO_BAR``."""
+
+    ad_account_id: str | None = None
+    conversion_token: str | None = field(default=None, repr=False)
+    tag_id: str | None = None
+    #: ``None`` means "on when the credentials are set" (see :func:`load`).
+    enabled: bool | None = None
+    api_base_url: str = DEFAULT_API_BASE_URL
+    test_mode: bool = False
+    pintrk_src: str = "https://s.pinimg.com/ct/core.js"
+    #: ``None``: ``sqlite:///<instance path>/dedupkit.sqlite3``.
+    queue_url: str | None = None
+    #: Prefix of every Redis key; ``None``: ``dedupkit:<ad account id>``.
+    queue_namespace: str | None = None
+    url_prefix: str = "/dedupkit"
+    client_ip_header: str | None = None
+    require_consent: bool = False
+    browser_events: tuple[str, ...] = DEFAULT_BROWSER_EVENTS
+    debug_ui: Guard = False
+    retry_window: float = 3600.0
+    advertiser_events: tuple[str, ...] = ()
+    phone_region: str | None = None
+    page_visit: bool = False
+    click_id_cookie: str = "_epik"
+    consent_cookie: str = "_dedupkit_consent"
+    cookie_domain: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    hash_pin_unauth: bool = True
+    #: ``False`` counts headless test browsers too (an app's own end-to-end tests).
+    bot_filter: bool = True
+    send_late_as_offline: bool = False
+    background_sender: bool = True
+    flush_interval: float = 1.0
+    batch_size: int = MAX_BATCH_SIZE
+    http_timeout: float = 10.0
+    partner_name: str | None = None
+    #: Not a config key: an httpx transport for the Conversions API client (tests, proxies).
+    transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def credentials_set(self) -> bool:
+        return bool(self.ad_account_id and self.conversion_token)
+
+    def outbox_url(self, instance_path: str) -> str:
+        """The queue URL, with the default SQLite file in the app's instance folder."""
+        return self.queue_url or f"sqlite:///{instance_path}/dedupkit.sqlite3"
+
+    def outbox_namespace(self) -> str:
+        """Redis key prefix: one per ad account, so shops sharing a Redis never mix."""
+        return self.queue_namespace or f"dedupkit:{self.ad_account_id or 'default'}"
+
+
+#: Config keys (without the prefix) and their field names; ``transport`` is no config key.
+KEYS: Mapping[str, str] = {
+    f.name.upper(): f.name for f in dataclasses.fields(Settings) if f.name != "transport"
+}
+#: Every setting (without the prefix) and its default, for documentation and tooling.
+DEFAULTS: Mapping[str, Any] = {key: getattr(Settings(), name) for key, name in KEYS.items()}
+#: Keys from older releases, still accepted: the old name and the key that replaced it.
+RENAMED: Mapping[str, str] = {}
+
+
+def load(
+    config: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build and check the settings for one app.
+
+    :param config: ``app.config``; every ``DEDUPKIT_*`` key in it must be known.
+    :param environ: where unset keys are looked up (``os.environ`` by default).
+    :param overrides: keyword arguments of ``DedupKit(...)``: field names, e.g. ``transport``.
+    :raises ConfigurationError: naming the key and what to do about it.
+    """
+    environ = os.environ if environ is None else environ
+    _check_known(k for k in config if k.startswith(PREFIX))
+    overrides = dict(overrides or {})
+    unknown = [name for name in overrides if name not in KEYS.values() and name != "transport"]
+    if unknown:
+        raise ConfigurationError(
+            f"DedupKit() got unknown setting(s) {', '.join(sorted(unknown))}; pass field names "
+            f"such as test_mode=True or transport=httpx.MockTransport(...)"
+        )
+    values: dict[str, Any] = {}
+    for key, name in KEYS.items():
+        raw: Any
+        if name in overrides:
+            raw = overrides[name]
+        elif config.get(PREFIX + key) is not None:
+            raw = config[PREFIX + key]
+        elif PREFIX + key in environ:
+            raw = environ[PREFIX + key]
+        else:
+            continue
+        values[name] = _coerce(key, raw, DEFAULTS[key])
+    if "transport" in overrides:
+        values["transport"] = overrides["transport"]
+    settings = Settings(**values)
+    _check(settings)
+    if settings.enabled is None:
+        settings = dataclasses.replace(settings, enabled=settings.credentials_set)
+        if not settings.enabled:
+            logger.warning(
+                "dedupkit sends nothing: set DEDUPKIT_AD_ACCOUNT_ID and "
+                "DEDUPKIT_CONVERSION_TOKEN (or DEDUPKIT_ENABLED = False to silence this)"
+            )
+    elif settings.enabled and not settings.credentials_set:
+        missing = [
+            PREFIX + key
+            for key in ("AD_ACCOUNT_ID", "CONVERSION_TOKEN")
+            if not getattr(settings, KEYS[key])
+        ]
+        raise ConfigurationError(
+            f"{', '.join(missing)} must be set (in app.config or the environment) while "
+            "DEDUPKIT_ENABLED is on; set DEDUPKIT_ENABLED = False to run without Pinterest"
+        )
+    if settings.enabled and not settings.tag_id:
+        logger.warning(
+            "DEDUPKIT_TAG_ID is not set: dedupkit.head() renders no Pinterest base code, so only "
+            "the Conversions API channel reports events"
+        )
+    return settings
+
+
+def _check_known(keys: Any) -> None:
+    for key in keys:
+        name = key[len(PREFIX) :]
+        if name in KEYS or name in RENAMED:
+            continue
+        close = difflib.get_close_matches(name, list(KEYS), n=1, cutoff=0.6)
+        hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
+        raise ConfigurationError(f"unknown setting {key}{hint} (see the README's table)")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; strings from the environment are parsed."""
+    name = PREFIX + key
+    if key == "ENABLED":
+        return None if value is None else _bool(name, value)
+    if key == "DEBUG_UI":
+        return value if callable(value) else _bool(name, value)
+    if isinstance(default, bool):
+        return _bool(name, value)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return _number(name, value, type(default))
+    if isinstance(default, tuple):
+        return _names(name, value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        if key in ("AD_ACCOUNT_ID", "TAG_ID") and isinstance(value, int):
+            return str(value)
+        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+    return value.strip() or None
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{name} must be a number of type {kind.__name__}, got {value!r}"
+        ) from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    """A tuple of names from a list or a comma/space separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part for part in value.replace(",", " ").split() if part)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(str(v) for v in value)
+    raise ConfigurationError(f"{name} must be a list of names, got {value!r}")
+
+
+def _check(settings: Settings) -> None:
+    token = settings.conversion_token
+    if token is not None:
+        if _PLACEHOLDER.match(token) or "\N{HORIZONTAL ELLIPSIS}" in token:
+            raise ConfigurationError(
+                "DEDUPKIT_CONVERSION_TOKEN is a placeholder: set it to the conversion access "
+                "token from Ads Manager (Conversions > Conversion access token)"
+            )
+        if not _TOKEN.match(token):
+            raise ConfigurationError(
+                "DEDUPKIT_CONVERSION_TOKEN must be printable ASCII without spaces (copy it "
+                "again from Ads Manager; a stray quote, space or ellipsis is a common cause)"
+            )
+    if settings.ad_account_id is not None and not settings.ad_account_id.isdigit():
+        raise ConfigurationError(
+            "DEDUPKIT_AD_ACCOUNT_ID must be the numeric ad account id (digits only), got "
+            f"{settings.ad_account_id[:40]!r}"
+        )
+    if settings.tag_id is not None and not settings.tag_id.isdigit():
+        raise ConfigurationError(
+            f"DEDUPKIT_TAG_ID must be the numeric tag id (digits only), got "
+            f"{settings.tag_id[:40]!r}"
+        )
+    for key in ("CLICK_ID_COOKIE", "CONSENT_COOKIE"):
+        value = getattr(settings, KEYS[key])
+        if not isinstance(value, str) or not COOKIE_NAME.match(value):
+            raise ConfigurationError(
+                f"{PREFIX}{key} must be letters, digits, '_' or '-' (at most 64), got {value!r}"
+            )
+    if not settings.url_prefix.startswith("/"):
+        raise ConfigurationError(
+            f"DEDUPKIT_URL_PREFIX must start with '/', got {settings.url_prefix!r}"
+        )
+    if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:
+        raise ConfigurationError(
+            f"DEDUPKIT_BATCH_SIZE must be between 1 and {MAX_BATCH_SIZE}, got {settings.batch_size}"
+        )
+    if not settings.api_base_url.startswith(("https://", "http://")):
+        raise ConfigurationError(
+            f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
+        )
+    if settings.send_late_as_offline:
+        raise ConfigurationError(
+            "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
+            "twice. Remove it; replay expired events explicitly with "
+            "'flask dedupkit dead --replay --as-offline' if you must"
+        )
+    if settings.queue_url is not None:
+        _check_queue_url(settings.queue_url)
+
+
+def _check_queue_url(url: str) -> None:
+    scheme = url.partition(":")[0].lower()
+    if scheme in ("redis", "rediss"):
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "DEDUPKIT_QUEUE_URL is a Redis URL but the redis client is not installed: "
+                "pip install 'flask-dedupkit[redis]'"
+            ) from None
+    elif scheme != "sqlite":
+        problem = f"unknown scheme {scheme!r}" if ":" in url else "no scheme"
+        raise ConfigurationError(
+            f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
+        )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit for logs: a Redis URL may carry a password."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
