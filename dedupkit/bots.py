@@ -1,39 +1,246 @@
 """Tell crawlers, headless browsers and HTTP libraries from shoppers, by user agent.
 
 Bots render pages but run no tag, so sending their events to the API would inflate CAPI
-against the tag. The Pinterest in-app browser is a shopper, although generic bot lists have
-flagged it (omrilotan/isbot#27).
+against the tag. The list of crawlers is the maintained ``crawler-user-agents`` corpus (the one
+the JS ``isbot`` builds on), plus the headless browsers and HTTP libraries it does not spell
+out. The Pinterest in-app browser is a shopper, although generic bot lists have flagged it
+(omrilotan/isbot#27).
+
+Speed: the corpus's ~1,500 patterns joined with ``|`` cost ~500 µs per user agent, because
+the regex engine tries every branch at every position. They are mostly literals, so they are
+merged into a prefix tree (one branch per first character, then per next character, and so
+on) and compiled once: a never-seen user agent is classified in ~10 µs, with no cache.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
+from importlib.resources import files
+from typing import NamedTuple
 
-from user_agents import parse
-
-# What user-agents' list misses: automation and HTTP client libraries.
-_NOT_A_BROWSER = re.compile(
-    r"headlesschrome|phantomjs|puppeteer|playwright|selenium|webdriver|lighthouse"
-    r"|python-requests|python-urllib|python-httpx|aiohttp|httpx|curl/|wget/|go-http-client"
-    r"|java/|okhttp/|libwww|scrapy|node-fetch|axios/|undici|postman|insomnia|httpie"
-    r"|pinterestbot|pinterest/0\.|facebookexternalhit|\bbot\b|crawler|spider",
-    re.IGNORECASE,
+# Agents the corpus does not name (in every spelling), written in its syntax: case-sensitive
+# regexes, searched anywhere in the user agent.
+EXTRA_PATTERNS: tuple[str, ...] = (
+    # Headless and automated browsers.
+    "[Hh]eadless",
+    "[Pp]laywright",
+    "[Pp]uppeteer",
+    "[Ss]elenium",
+    "[Ww]eb[Dd]river",
+    "Lighthouse",
+    "Cypress/",
+    # HTTP libraries and API clients.
+    "^Java/",
+    "^node$",
+    "undici",
+    "PostmanRuntime/",
+    "[Ii]nsomnia/",
+    "^Dart/",
+    "^Deno/",
+    "^Bun/",
+    "^reqwest/",
+    "GuzzleHttp/",
+    "^Faraday ",
+    "^Ruby",
+    "WinHttp",
+    # Crawlers too small to be listed usually still say what they are.
+    "[Cc]rawler",
+    "CRAWLER",
+    "[Ss]pider",
+    "SPIDER",
+    # "...bot/1.0", "(compatible; examplebot)", but not a phone brand such as "Cubot X19".
+    "[Bb]ot[/;)@]",
+    "[Bb]ot$",
 )
-_PINTEREST_APP = re.compile(r"\[Pinterest/(?:iOS|Android)\]", re.IGNORECASE)
+
+# The Pinterest app's in-app browser appends one of these; it is a shopper.
+_PINTEREST_APP = ("[Pinterest/iOS]", "[Pinterest/Android]")
+# Real user agents stay under a few hundred characters: bound the work an attacker can ask for.
+_MAX_CHARS = 1024
 
 
-@lru_cache(maxsize=4096)
 def is_bot(user_agent: str | None) -> bool:
-    """True for crawlers, headless browsers and HTTP libraries; False for real browsers.
-
-    Cached: parsing an unseen user agent costs about a millisecond, and a shop sees the same
-    few hundred strings over and over.
-    """
-    if not user_agent or not user_agent.strip():
+    """True for crawlers, headless browsers and HTTP libraries (and no user agent at all)."""
+    if not user_agent or user_agent.isspace():
         return True
-    if _PINTEREST_APP.search(user_agent):
+    if _PINTEREST_APP[0] in user_agent or _PINTEREST_APP[1] in user_agent:
         return False
-    if _NOT_A_BROWSER.search(user_agent):
-        return True
-    return bool(parse(user_agent).is_bot)
+    return _matcher().matches(user_agent[:_MAX_CHARS])
+
+
+def corpus_patterns() -> list[str]:
+    """The ``pattern`` of every entry of the installed ``crawler-user-agents`` corpus."""
+    data = files("crawleruseragents").joinpath("crawler-user-agents.json").read_text("utf-8")
+    return [entry["pattern"] for entry in json.loads(data)]
+
+
+class _Matcher(NamedTuple):
+    """Three compiled regexes that together match exactly what the patterns match."""
+
+    floating: re.Pattern[str]  # searched: patterns that may match anywhere
+    anchored: re.Pattern[str]  # matched at position 0: patterns starting with ``^``
+    rest: re.Pattern[str] | None  # searched: the few patterns with no literal start
+
+    def matches(self, user_agent: str) -> bool:
+        return bool(
+            self.floating.search(user_agent)
+            or self.anchored.match(user_agent)
+            or (self.rest is not None and self.rest.search(user_agent))
+        )
+
+
+@cache
+def _matcher() -> _Matcher:
+    # Built on first use, not at import: it reads the corpus and compiles a ~20 KB regex.
+    return compile_patterns([*corpus_patterns(), *EXTRA_PATTERNS])
+
+
+def compile_patterns(patterns: Iterable[str]) -> _Matcher:
+    """Compile regexes (Python syntax, case-sensitive) into a matcher equivalent to their union."""
+    floating = _Trie()
+    anchored = _Trie()
+    rest: list[str] = []
+    for pattern in patterns:
+        for alternative in _split_alternatives(pattern):
+            heads = _literal_heads(alternative)
+            if heads is None:
+                rest.append(alternative)
+                continue
+            for is_anchored, literal, tail in heads:
+                (anchored if is_anchored else floating).add(literal, tail)
+    return _Matcher(
+        floating=re.compile(floating.regex()),
+        anchored=re.compile(anchored.regex()),
+        rest=re.compile("|".join(f"(?:{p})" for p in rest)) if rest else None,
+    )
+
+
+class _Trie:
+    """Literal prefixes, each followed by a regex tail ("" when the literal is the whole match)."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Trie] = {}
+        self.tails: set[str] = set()
+        self.complete = False  # a pattern matches here: nothing deeper can add a match
+
+    def add(self, literal: str, tail: str) -> None:
+        node = self
+        for char in literal:
+            if node.complete:
+                return
+            node = node.children.setdefault(char, _Trie())
+        if node.complete:
+            return
+        if tail:
+            node.tails.add(tail)
+        else:
+            node.complete = True
+            node.children.clear()
+            node.tails.clear()
+
+    def regex(self) -> str:
+        # An empty tree must match nothing, not everything.
+        return self._body() if self.children or self.tails else "(?!)"
+
+    def _body(self) -> str:
+        if self.complete:
+            return ""
+        branches = [re.escape(c) + child._body() for c, child in sorted(self.children.items())]
+        branches += [f"(?:{tail})" for tail in sorted(self.tails)]
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+_META = frozenset(".^$*+?{}[]\\|()")
+_QUANTIFIERS = frozenset("*+?{")
+_MAX_VARIANTS = 32
+
+
+def _split_alternatives(pattern: str) -> list[str]:
+    """Split ``pattern`` on its top-level ``|`` (not inside groups or character classes)."""
+    parts: list[str] = []
+    depth = 0
+    in_class = False
+    start = i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def _literal_heads(pattern: str) -> list[tuple[bool, str, str]] | None:
+    """``pattern`` as (anchored at the start, literal prefix, regex tail) variants.
+
+    ``[wW]get`` gives ``wget`` and ``Wget``; ``(^| )PTST\\/`` gives an anchored ``PTST/`` and
+    a floating `` PTST/``; ``AdsBot-Google([^-]|$)`` gives ``AdsBot-Google`` with that tail.
+    None when the pattern has no literal start to index it by.
+    """
+    heads: list[tuple[bool, str]] = [(False, "")]
+    i = 0
+    if pattern.startswith("^"):
+        heads = [(True, "")]
+        i = 1
+    while i < len(pattern):
+        options, end = _read_atom(pattern, i)
+        if options is None or (end < len(pattern) and pattern[end] in _QUANTIFIERS):
+            break
+        expanded: list[tuple[bool, str]] = []
+        for anchored, literal in heads:
+            for option in options:
+                if option != "^":
+                    expanded.append((anchored, literal + option))
+                elif not literal:  # "^" inside a leading group, as in "(^| )sentry"
+                    expanded.append((True, ""))
+                else:
+                    return None
+        if len(expanded) > _MAX_VARIANTS:
+            break
+        heads = expanded
+        i = end
+    if any(not literal for _, literal in heads):
+        return None
+    return [(anchored, literal, pattern[i:]) for anchored, literal in heads]
+
+
+def _read_atom(pattern: str, i: int) -> tuple[list[str] | None, int]:
+    """The literal strings the atom at ``i`` can match and where it ends; None if not literal."""
+    char = pattern[i]
+    if char == "\\":
+        escaped = pattern[i + 1 : i + 2]
+        if escaped and not escaped.isalnum():
+            return [escaped], i + 2
+        return None, i
+    if char == "[":
+        end = pattern.find("]", i + 1)
+        members = pattern[i + 1 : end]
+        if end < 0 or not members or members[0] == "^" or any(c in "\\-[" for c in members):
+            return None, i
+        return sorted(set(members)), end + 1
+    if char == "(":
+        end = pattern.find(")", i + 1)
+        body = pattern[i + 1 : end]
+        body = body.removeprefix("?:")
+        options = body.split("|")
+        if end < 0 or any(o != "^" and (not o or any(c in _META for c in o)) for o in options):
+            return None, i
+        return options, end + 1
+    if char in _META:
+        return None, i
+    return [char], i + 1
