@@ -1,4 +1,5 @@
-"""Blinker signals sent by the sender, so an application can count or alert on deliveries.
+"""Blinker signals sent by the sender, so an application can count or alert on deliveries
+and pauses.
 
 ::
 
@@ -30,4 +31,19 @@ event_delivered = _signals.signal(
 #: not be delivered within the retry window).
 event_dead = _signals.signal(
     "dedupkit.event-dead", doc="An event became a dead letter (kwargs: event, reason)."
+)
+
+#: Delivery stopped for a while, for every process sharing the outbox. Keyword arguments:
+#: ``kind`` (``"credentials"``: the token or ad account is wrong, events are kept until it
+#: works; ``"rate_limit"``: Pinterest asked to wait), ``reason`` (plain words naming the
+#: setting to fix, never the token) and ``until`` (Unix time of the next attempt).
+delivery_paused = _signals.signal(
+    "dedupkit.delivery-paused",
+    doc="Delivery paused for every process (kwargs: kind, reason, until).",
+)
+
+#: Delivery works again after a pause this process started. Keyword argument: ``kind``, the
+#: kind of the pause that ended.
+delivery_resumed = _signals.signal(
+    "dedupkit.delivery-resumed", doc="Delivery works again after a pause (kwarg: kind)."
 )
