@@ -1,3 +1,8 @@
+"""What only the SQLite outbox does: the file, its upgrades, fork, locks and URLs.
+
+The behaviour every outbox shares is in test_outbox_contract.py.
+"""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from dedupkit.errors import ConfigurationError, InvalidEvent, OutboxError
-from dedupkit.outbox import Outbox, SQLiteOutbox, open_outbox
+from dedupkit.errors import ConfigurationError, OutboxError
+from dedupkit.outbox import Pause, SQLiteOutbox, open_outbox
+from dedupkit.wire import encode_event
 
 from .support.payloads import capi_event
 
@@ -38,193 +44,11 @@ def box(db_path: Path) -> Iterator[SQLiteOutbox]:
     outbox.close()
 
 
-def test_sqlite_outbox_satisfies_the_protocol(box: SQLiteOutbox) -> None:
-    outbox: Outbox = box
-    assert outbox.put(event("e1"))
-
-
-def test_put_is_idempotent_on_event_name_and_event_id(box: SQLiteOutbox) -> None:
-    assert box.put(event("e1"), now=T0) is True
-    assert box.put(event("e1", custom_data={"value": "99"}), now=T0 + 1) is False
-    # The same id under another event name is another event.
-    assert box.put(event("e1", name="lead"), now=T0) is True
-    assert box.stats(now=T0).pending == 2
-    [first, second] = box.claim(10, now=T0)
-    assert first.payload["custom_data"] == {"value": "10.00", "currency": "USD"}
-    assert second.payload["event_name"] == "lead"
-
-
-def test_put_refuses_an_entry_without_event_name_or_id(box: SQLiteOutbox) -> None:
-    with pytest.raises(InvalidEvent, match="event_id"):
-        box.put({"event_name": "checkout"})
-    with pytest.raises(InvalidEvent, match="event_name"):
-        box.put({"event_id": "x", "event_name": 3})
-
-
 def test_file_directories_and_wal_are_set_up_on_first_use(box: SQLiteOutbox, db_path: Path) -> None:
     assert not db_path.parent.exists()
     box.put(event("e1"))
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-def test_payload_comes_back_exactly_as_enqueued(box: SQLiteOutbox) -> None:
-    payload = event("é-1", custom_data={"content_name": "Crème brûlée", "num_items": 2})
-    box.put(payload, now=T0)
-    [claimed] = box.claim(1, now=T0)
-    assert claimed.payload == payload
-    assert claimed.attempts == 0
-
-
-def test_claim_takes_due_entries_in_insertion_order_up_to_limit(box: SQLiteOutbox) -> None:
-    for i in range(5):
-        box.put(event(f"e{i}"), now=T0 + i)
-    first = box.claim(3, now=T0 + 10)
-    assert [c.payload["event_id"] for c in first] == ["e0", "e1", "e2"]
-    second = box.claim(3, now=T0 + 10)
-    assert [c.payload["event_id"] for c in second] == ["e3", "e4"]
-    assert box.claim(3, now=T0 + 10) == []
-
-
-def test_claim_skips_entries_not_yet_due(box: SQLiteOutbox) -> None:
-    box.put(event("future"), now=T0 + 100)
-    assert box.claim(10, now=T0) == []
-    assert len(box.claim(10, now=T0 + 100)) == 1
-
-
-def test_a_claim_is_exclusive_until_its_lease_ends(box: SQLiteOutbox) -> None:
-    box.put(event("e1"), now=T0)
-    [claimed] = box.claim(10, now=T0, lease=30)
-    assert box.claim(10, now=T0 + 29.9) == []
-    stats = box.stats(now=T0 + 1)
-    assert (stats.pending, stats.in_flight) == (0, 1)
-    # The process that claimed it died: another sender takes it over.
-    [again] = box.claim(10, now=T0 + 30, lease=30)
-    assert again.id == claimed.id
-    assert again.payload == claimed.payload
-
-
-def test_ack_retry_and_dead(box: SQLiteOutbox) -> None:
-    for i in range(3):
-        box.put(event(f"e{i}"), now=T0)
-    ok, later, bad = box.claim(10, now=T0)
-    box.ack([ok.id])
-    box.retry([later.id], not_before=T0 + 60, error="HTTP 503: unavailable")
-    box.dead([bad.id], reason="Invalid event_time", now=T0 + 1)
-
-    stats = box.stats(now=T0 + 2)
-    assert (stats.pending, stats.in_flight, stats.delivered, stats.dead) == (1, 0, 1, 1)
-    assert box.claim(10, now=T0 + 59) == []
-    [retried] = box.claim(10, now=T0 + 60)
-    assert retried.payload["event_id"] == "e1"
-    assert retried.attempts == 1
-
-    [letter] = box.dead_letters()
-    assert (letter.id, letter.event_name, letter.event_id) == (bad.id, "checkout", "e2")
-    assert letter.reason == "Invalid event_time"
-    assert letter.died_at == T0 + 1
-    assert letter.attempts == 0
-
-
-def test_retry_and_dead_leave_unclaimed_and_delivered_entries_alone(box: SQLiteOutbox) -> None:
-    box.put(event("pending"), now=T0)
-    box.put(event("done"), now=T0)
-    _, done = box.claim(10, now=T0)
-    box.ack([done.id])
-    pending_id = str(int(done.id) - 1)
-    box.retry([pending_id, done.id], not_before=T0 + 99, error="late")
-    box.dead([pending_id, done.id], reason="late")
-    stats = box.stats(now=T0)
-    assert (stats.pending, stats.delivered, stats.dead) == (1, 1, 0)
-
-
-def test_a_late_ack_wins_over_a_dead_letter(box: SQLiteOutbox) -> None:
-    box.put(event("e1"), now=T0)
-    [slow] = box.claim(1, now=T0, lease=5)
-    [other] = box.claim(1, now=T0 + 10)
-    box.dead([other.id], reason="expired", now=T0 + 10)
-    # The first sender's request did reach Pinterest after all.
-    box.ack([slow.id])
-    assert box.stats().delivered == 1
-    assert box.dead_letters() == []
-
-
-def test_dead_letters_are_listed_newest_first_up_to_limit(box: SQLiteOutbox) -> None:
-    for i in range(3):
-        box.put(event(f"e{i}"), now=T0)
-    for i, claimed in enumerate(box.claim(3, now=T0)):
-        box.dead([claimed.id], reason=f"reason {i}", now=T0 + i)
-    assert [d.event_id for d in box.dead_letters()] == ["e2", "e1", "e0"]
-    assert [d.event_id for d in box.dead_letters(limit=1)] == ["e2"]
-
-
-def test_replay_dead_makes_dead_letters_pending_again(box: SQLiteOutbox) -> None:
-    for i in range(3):
-        box.put(event(f"e{i}"), now=T0)
-    claimed = box.claim(3, now=T0)
-    box.retry([claimed[0].id], not_before=T0, error="HTTP 503")
-    [claimed[0]] = box.claim(1, now=T0)
-    box.dead([c.id for c in claimed], reason="expired", now=T0)
-
-    assert box.replay_dead([claimed[0].id], now=T0 + 5) == 1
-    assert [d.event_id for d in box.dead_letters()] == ["e2", "e1"]
-    [replayed] = box.claim(10, now=T0 + 5)
-    assert replayed.payload["event_id"] == "e0"
-    assert replayed.attempts == 0
-
-    assert box.replay_dead(now=T0 + 6) == 2
-    assert box.dead_letters() == []
-    assert {c.payload["event_id"] for c in box.claim(10, now=T0 + 6)} == {"e1", "e2"}
-    assert box.replay_dead(now=T0 + 7) == 0
-
-
-def test_stats_report_age_of_oldest_waiting_entry(box: SQLiteOutbox) -> None:
-    assert box.stats(now=T0).oldest_pending_age is None
-    box.put(event("old"), now=T0)
-    box.put(event("new"), now=T0 + 50)
-    assert box.stats(now=T0 + 60).oldest_pending_age == 60
-    [old] = box.claim(1, now=T0 + 60)
-    # In flight is still waiting for Pinterest.
-    assert box.stats(now=T0 + 60).oldest_pending_age == 60
-    box.ack([old.id])
-    assert box.stats(now=T0 + 60).oldest_pending_age == 10
-
-
-def test_stats_count_skipped_events_by_reason(box: SQLiteOutbox) -> None:
-    box.record_skip("bot")
-    box.record_skip("bot")
-    box.record_skip("no_consent")
-    assert box.stats().skipped == {"bot": 2, "no_consent": 1}
-
-
-def test_stats_keep_the_last_errors_newest_first(box: SQLiteOutbox) -> None:
-    for i in range(14):
-        box.put(event(f"e{i}"), now=T0)
-    claimed = box.claim(14, now=T0)
-    # One failed request reschedules its events in several calls: one error is kept.
-    box.retry([claimed[0].id], not_before=T0, error="HTTP 503")
-    box.retry([claimed[1].id], not_before=T0, error="HTTP 503")
-    for i, entry in enumerate(claimed[2:]):
-        box.dead([entry.id], reason=f"refused {i}", now=T0 + i)
-    errors = box.stats().last_errors
-    assert [message for _, message in errors] == [f"refused {i}" for i in range(11, 1, -1)]
-    assert errors[0][0] == T0 + 11
-
-
-def test_pause_is_shared_by_every_outbox_on_the_file(db_path: Path) -> None:
-    one, two = SQLiteOutbox(db_path), SQLiteOutbox(db_path)
-    try:
-        assert one.pause_until() == 0.0
-        one.set_pause_until(T0 + 30)
-        assert two.pause_until() == T0 + 30
-        # A shorter Retry-After seen by another process never shortens the pause.
-        two.set_pause_until(T0 + 10)
-        assert one.pause_until() == T0 + 30
-        two.set_pause_until(T0 + 45)
-        assert one.pause_until() == T0 + 45
-    finally:
-        one.close()
-        two.close()
 
 
 def test_prune_deletes_old_delivered_entries_only(box: SQLiteOutbox) -> None:
@@ -234,7 +58,8 @@ def test_prune_deletes_old_delivered_entries_only(box: SQLiteOutbox) -> None:
     old, recent, pending, dead = box.claim(4, now=now)
     box.ack([old.id])
     # Make "old" look acknowledged two days ago.
-    box._conn().execute("UPDATE outbox SET changed_at = ? WHERE id = ?", (now - 172_800, old.id))
+    rowid = int(old.id.partition(":")[0])
+    box._conn().execute("UPDATE outbox SET changed_at = ? WHERE id = ?", (now - 172_800, rowid))
     box.ack([recent.id])
     box.retry([pending.id], not_before=now, error="HTTP 503")
     box.dead([dead.id], reason="refused", now=now - 172_800)
@@ -247,30 +72,6 @@ def test_prune_deletes_old_delivered_entries_only(box: SQLiteOutbox) -> None:
     assert box.put(event("old")) is True
     with pytest.raises(ValueError, match="older_than"):
         box.prune(-1)
-
-
-def test_claims_are_atomic_across_threads(box: SQLiteOutbox) -> None:
-    # Enough entries that draining them outlasts SQLite's first busy-handler back-offs
-    # (1 + 2 + 5 + 10 ms): with a few hundred, one thread can take them all before the
-    # others wake up.
-    for i in range(3000):
-        box.put(event(f"e{i}"))
-    start = threading.Barrier(4)
-    claims: list[list[str]] = [[] for _ in range(4)]
-
-    def drain(mine: list[str]) -> None:
-        start.wait()
-        while batch := box.claim(7, lease=60):
-            mine.extend(c.id for c in batch)
-
-    threads = [threading.Thread(target=drain, args=(mine,)) for mine in claims]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    everything = [id_ for mine in claims for id_ in mine]
-    assert len(everything) == len(set(everything)) == 3000
-    assert sum(1 for mine in claims if mine) > 1
 
 
 def test_threads_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
@@ -480,13 +281,23 @@ def test_open_outbox_hands_redis_urls_to_redis_outbox(
     import dedupkit.outbox.redis
 
     class FakeRedisOutbox:
-        def __init__(self, url: str) -> None:
+        def __init__(self, url: str, namespace: str = "default") -> None:
             self.url = url
+            self.namespace = namespace
 
     monkeypatch.setattr(dedupkit.outbox.redis, "RedisOutbox", FakeRedisOutbox)
     outbox = open_outbox(url)
     assert isinstance(outbox, FakeRedisOutbox)
-    assert outbox.url == url
+    assert (outbox.url, outbox.namespace) == (url, "default")
+    shop = open_outbox(url, namespace="shop-549764982399")
+    assert isinstance(shop, FakeRedisOutbox)
+    assert shop.namespace == "shop-549764982399"
+
+
+def test_a_sqlite_file_ignores_the_namespace(tmp_path: Path) -> None:
+    outbox = open_outbox(f"sqlite:///{tmp_path}/outbox.db", namespace="shop")
+    assert isinstance(outbox, SQLiteOutbox)
+    assert outbox.path == f"{tmp_path}/outbox.db"
 
 
 @pytest.mark.parametrize(
@@ -512,21 +323,16 @@ def test_claim_gives_the_stored_json_text_and_event_time(box: SQLiteOutbox, db_p
     with sqlite3.connect(db_path) as conn:
         (stored,) = conn.execute("SELECT payload FROM outbox").fetchone()
     assert claimed.raw == stored
-    # What dedupkit.client.encode_batch would make of the dict: non-ASCII kept, compact.
-    assert claimed.raw == json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    assert claimed.event_time == T0
-    assert claimed.payload == payload
+    assert claimed.raw == encode_event(payload)
     # Decoded once, on first read.
     assert claimed.payload is claimed.payload
+    # <rowid>:<claim number>, the claim number stored beside the entry.
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute("SELECT id, claims FROM outbox").fetchone()
+    assert claimed.id == f"{row[0]}:{row[1]}" == f"{row[0]}:1"
 
 
-def test_event_time_is_none_when_the_payload_has_no_number(box: SQLiteOutbox) -> None:
-    box.put({**event("e1"), "event_time": "soon"}, now=T0)
-    box.put({**event("e2"), "event_time": True}, now=T0)
-    assert [c.event_time for c in box.claim(10, now=T0)] == [None, None]
-
-
-def test_a_file_from_before_the_event_time_column_is_upgraded(db_path: Path) -> None:
+def test_a_file_from_before_the_event_time_and_claims_columns_is_upgraded(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     old = {"event_name": "checkout", "event_id": "old", "event_time": int(T0)}
     with sqlite3.connect(db_path) as conn:
@@ -544,11 +350,61 @@ def test_a_file_from_before_the_event_time_column_is_upgraded(db_path: Path) -> 
             (json.dumps(old), T0, T0, T0),
         )
     conn.close()
-    box = SQLiteOutbox(db_path)
+    box, stale = SQLiteOutbox(db_path), SQLiteOutbox(db_path)
     try:
         assert box.put(event("new"), now=T0)
-        first, second = box.claim(10, now=T0)
+        first, second = box.claim(10, now=T0, lease=5)
         assert (first.event_time, first.payload) == (None, old)
         assert (second.event_time, second.payload["event_id"]) == (T0, "new")
+        # The old entry obeys the stale-claim rule too.
+        [again, _] = stale.claim(10, now=T0 + 10)
+        assert (first.id, again.id) == ("1:1", "1:2")
+        box.dead([first.id], reason="stale", now=T0 + 10)
+        assert box.stats().dead == 0
     finally:
         box.close()
+        stale.close()
+
+
+def test_a_pause_raised_by_an_older_version_has_no_reason(box: SQLiteOutbox) -> None:
+    box.set_pause_until(T0 + 60, reason="HTTP 401", kind="credentials")
+    # An older dedupkit only knows pause_until, and raises it with its own statement.
+    box._conn().execute("UPDATE meta SET value = ? WHERE key = 'pause_until'", (T0 + 90,))
+    assert box.pause(now=T0) == Pause(T0 + 90, "", "rate_limit", "")
+
+
+def test_a_put_with_a_timeout_gives_up_on_a_locked_file_at_once(
+    box: SQLiteOutbox, db_path: Path
+) -> None:
+    box.put(event("before"))
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as a slow writer of another process would
+    try:
+        started = time.monotonic()
+        with pytest.raises(OutboxError, match="locked"):
+            box.put(event("during"), timeout=0.05)
+        assert time.monotonic() - started < 0.5  # busy_timeout is 5 s
+        # Only that call was short: the connection waits busy_timeout again afterwards.
+        (waits,) = box._conn().execute("PRAGMA busy_timeout").fetchone()
+        assert waits == 5000
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert box.put(event("after"), timeout=0.05) is True
+    assert box.stats().pending == 2
+
+
+def test_a_new_connection_opens_while_another_process_writes(db_path: Path) -> None:
+    first = SQLiteOutbox(db_path)
+    first.put(event("e1"))
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        # Opening a connection on an up-to-date file needs no write lock.
+        second = SQLiteOutbox(db_path, busy_timeout=0.05)
+        assert second.stats().pending == 1
+        second.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        first.close()
