@@ -12,15 +12,21 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from .custom_data import to_custom_data
+from .custom_data import text, to_custom_data
 from .errors import InvalidEvent
 from .event_names import STANDARD, EventName, EventNames
-from .user_data import UserDataHasher, has_required_identity
+from .limits import MAX_STRING_LENGTH
+from .page_url import clean_page_url
+from .user_data import CLEAR_FIELDS, UserDataHasher, has_required_identity
 
 #: Longest event_id accepted. Pinterest sets no limit; this keeps ids sane in URLs and logs.
 MAX_EVENT_ID_LENGTH = 256
 #: ``action_source`` values Pinterest lists.
 ACTION_SOURCES = frozenset({"web", "app_android", "app_ios", "offline"})
+#: Deepest nesting of an event's data: line items (objects in a list in an object) need 3.
+MAX_DEPTH = 8
+#: Most values one user field may list (several emails of one customer, say).
+MAX_USER_VALUES = 100
 
 
 def _empty() -> Mapping[str, Any]:
@@ -119,31 +125,80 @@ def build_event(
     :param user: raw PII and clear fields (IP, user agent, click id); hashed here.
     :raises InvalidEvent: naming the field that is wrong.
     """
+    if data is not None and not isinstance(data, Mapping):
+        raise InvalidEvent(f"event data must be a mapping, got {type(data).__name__}")
     event_data = dict(data or {})
     resolved = names.resolve(name)
     if action_source not in ACTION_SOURCES:
         raise InvalidEvent(
             f"action_source must be one of {sorted(ACTION_SOURCES)}, got {action_source!r}"
         )
-    user_data = (hasher or UserDataHasher()).hash(user)
+    if opt_out is not None and not isinstance(opt_out, bool):
+        raise InvalidEvent(f"opt_out must be True, False or None, got {type(opt_out).__name__}")
+    try:
+        user_data = (hasher or UserDataHasher()).hash(_checked_user(user))
+    except InvalidEvent:
+        raise
+    except ValueError as exc:
+        # The hasher's own message names an unknown key, never a value; others might.
+        reason = str(exc) if str(exc).startswith("unknown user field") else "unusable user data"
+        raise InvalidEvent(reason) from None
     if require_identity and not has_required_identity(user_data):
         raise InvalidEvent(
             f"event {resolved.capi!r} needs an email, a mobile ad id, or both the client IP "
             "and user agent in user data (Pinterest rejects it otherwise)"
         )
+    # Translated first: it checks every key and value, the order id included.
+    custom_data = to_custom_data(event_data)
     return Event(
         name=resolved,
-        event_id=_event_id(resolved.capi, event_id, event_data.get("order_id")),
+        event_id=_event_id(resolved.capi, event_id, custom_data.get("order_id")),
         event_time=_event_time(event_time),
         user_data=_freeze(user_data),
-        custom_data=_freeze(to_custom_data(event_data)),
+        custom_data=_freeze(custom_data),
         tag_data=_freeze(event_data),
-        event_source_url=event_source_url or None,
+        # Optional: an odd or over-long page URL is trimmed or dropped, the event kept.
+        event_source_url=clean_page_url(event_source_url),
         action_source=action_source,
         opt_out=opt_out,
-        language=language,
-        partner_name=partner_name,
+        language=_optional_text(language, "language", 64),
+        partner_name=_optional_text(partner_name, "partner_name", 256),
     )
+
+
+def _checked_user(user: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``user`` with every value bounded text (or a date), before anything hashes it.
+
+    A clear field from the request (user agent, click id) that is unusable is dropped: it is
+    optional. A bad PII value is the caller's mistake and raises.
+    """
+    if user is None:
+        return {}
+    if not isinstance(user, Mapping):
+        raise InvalidEvent(f"user must be a mapping, got {type(user).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in user.items():
+        if not isinstance(key, str):
+            raise InvalidEvent(f"user field names must be text, got {type(key).__name__}")
+        field = f"user.{key[:64]}"
+        many = isinstance(value, (list, tuple, set, frozenset))
+        values = list(value) if many else [value]
+        if len(values) > MAX_USER_VALUES:
+            raise InvalidEvent(f"{field} must list at most {MAX_USER_VALUES} values")
+        try:
+            for one in values:
+                if one is not None and not isinstance(one, dt.date):
+                    text(one, field, MAX_STRING_LENGTH)
+        except InvalidEvent:
+            if key in CLEAR_FIELDS:
+                continue
+            raise
+        checked[key] = value
+    return checked
+
+
+def _optional_text(value: object, field: str, limit: int) -> str | None:
+    return None if value is None or value == "" else text(value, field, limit)
 
 
 def _event_id(capi_name: str, event_id: object, order_id: object) -> str:
@@ -183,15 +238,25 @@ def _event_time(value: int | float | dt.datetime | None) -> int:
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _freeze(value: Any) -> Any:
-    """A deep read-only copy: an Event's data cannot change once built."""
+def _freeze(value: Any, depth: int = 0) -> Any:
+    """A deep read-only copy: an Event's data cannot change once built.
+
+    :raises InvalidEvent: for data nested deeper than :data:`MAX_DEPTH`, or a string that is
+        not text (a lone surrogate), before either reaches storage or the wire.
+    """
     kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            text(value, "event data")
+        return value
     if kind in _SCALARS:
         return value
+    if depth >= MAX_DEPTH:
+        raise InvalidEvent(f"event data must not be nested more than {MAX_DEPTH} levels deep")
     if kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+        return MappingProxyType({str(k): _freeze(v, depth + 1) for k, v in value.items()})
     if kind is list or kind is tuple:
-        return tuple([_freeze(v) for v in value])
+        return tuple([_freeze(v, depth + 1) for v in value])
     return value
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from dedupkit.custom_data import to_custom_data
+from dedupkit.custom_data import INT64_MAX, to_custom_data
 from dedupkit.errors import InvalidEvent
 from dedupkit.event import build_event
 
@@ -25,9 +26,14 @@ NUMBERS: list[tuple[Any, str]] = [
     (Decimal("1E+3"), "1000"),
     (0.1, "0.1"),
     (1e-7, "0.0000001"),
-    (1e21, "1000000000000000000000"),
-    (12345678901234567890, "12345678901234567890"),
+    (1e12, "1000000000000.0"),
+    (10**12, "1000000000000"),
+    ("999999999999.99999999", "999999999999.99999999"),
     ("2.5e2", "250"),
+    ("-5", "-5"),
+    # A float's binary noise is rounded away, the decimal the caller meant is kept.
+    (0.1 + 0.2, "0.3"),
+    (1e-300, "0"),
 ]
 
 #: (tag event data, the field the error must name).
@@ -54,6 +60,30 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"order_quantity": 1.5}, "order_quantity"),
     ({"order_quantity": -1}, "order_quantity"),
     ({"order_quantity": True}, "order_quantity"),
+    ({"order_quantity": 2**63}, "order_quantity"),
+    ({"order_quantity": "9223372036854775808"}, "order_quantity"),
+    ({"order_quantity": 1e19}, "order_quantity"),
+    ({"order_quantity": "1e1000000"}, "order_quantity"),
+    ({"order_quantity": Decimal("1e1000000")}, "order_quantity"),
+    ({"value": "1e1000000"}, "value"),
+    ({"value": "1e999"}, "value"),
+    ({"value": "9" * 41}, "value"),
+    ({"value": 10**12 + 1}, "value"),
+    ({"value": 10**5000}, "value"),
+    ({"value": 1e13}, "value"),
+    ({"value": "1_000"}, "value"),
+    ({"value": "0.000000001"}, "value"),
+    ({"value": Decimal("1e-999999")}, "value"),
+    ({"currency": "\ud800SD"}, "currency"),
+    ({"order_id": 10**5000}, "order_id"),
+    ({"order_id": {"id": 1}}, "order_id"),
+    ({"order_id": "\udfff"}, "order_id"),
+    ({"search_query": "x" * 5000}, "search_query"),
+    ({"promo_code": ["a"]}, "promo_code"),
+    ({"line_items": [{}] * 1001}, "line_items"),
+    ({"line_items": [{"product_quantity": 2**62}, {"product_quantity": 2**62}]}, "line_items"),
+    ({"line_items": [{"product_name": {"deep": [1]}}]}, "line_items[0].product_name"),
+    ({"line_items": [{"product_id": "\ud800"}]}, "line_items[0].product_id"),
     ({"line_items": "sku-1"}, "line_items"),
     ({"line_items": {"product_id": "sku-1"}}, "line_items"),
     ({"line_items": ["sku-1"]}, "line_items[0]"),
@@ -71,6 +101,9 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"line_items": [{"product_quantity": 1.5}]}, "line_items[0].product_quantity"),
     ({"line_items": [{"product_quantity": -2}]}, "line_items[0].product_quantity"),
     ({"line_items": [{"product_quantity": True}]}, "line_items[0].product_quantity"),
+    ({"line_items": [{}, {"product_quantity": 2**63}]}, "line_items[1].product_quantity"),
+    ({"line_items": [{}, {"product_quantity": "1e1000000"}]}, "line_items[1].product_quantity"),
+    ({"line_items": [{"product_price": "1e12345"}]}, "line_items[0].product_price"),
     (
         {"line_items": [{}, {}, {"product_quantity": float("nan")}]},
         "line_items[2].product_quantity",
@@ -84,7 +117,6 @@ TAG_ONLY: dict[str, Any] = {
     "video_title": "How to lace boots",
     "lead_type": "Newsletter",
     "page_name": "Thank you",
-    "colour": "red",
 }
 
 
@@ -228,3 +260,82 @@ def test_an_unusable_value_raises_invalid_event_naming_the_field(
 def test_build_event_refuses_unusable_event_data(data: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidEvent, match=re.escape(field)):
         build_event("checkout", data, user=USER)
+
+
+def test_the_largest_int64_quantity_is_accepted() -> None:
+    out = to_custom_data({"line_items": [{"product_quantity": str(INT64_MAX)}]})
+
+    assert out["num_items"] == INT64_MAX == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"line_items": [{"product_quantity": "1e1000000"}]},
+        {"order_quantity": "1e200000"},
+        {"value": "1e1000000"},
+        {"value": "1" + "0" * 4400},
+        {"value": 10**4400},
+        {"order_id": 10**4400},
+    ],
+)
+def test_a_huge_number_is_refused_in_milliseconds(data: dict[str, Any]) -> None:
+    # int(Decimal("1e1000000")) took ~23 s holding the GIL; a digit string over 4,300 digits
+    # made int() raise ValueError instead of InvalidEvent.
+    started = time.perf_counter()
+    with pytest.raises(InvalidEvent):
+        to_custom_data(data)
+
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("data", "unknown", "suggestion"),
+    [
+        ({"valeu": 10}, "valeu", "value"),
+        ({"value": 10, "ordr_id": "Z"}, "ordr_id", "order_id"),
+        ({"curency": "USD"}, "curency", "currency"),
+        (
+            {"line_items": [{"product_id": "a"}, {"product_qty": 2}]},
+            "product_qty",
+            "product_quantity",
+        ),
+        ({"line_items": [{"prodcut_price": 2}]}, "prodcut_price", "product_price"),
+    ],
+)
+def test_an_unknown_key_is_refused_naming_it_and_the_closest_known_key(
+    data: dict[str, Any], unknown: str, suggestion: str
+) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        build_event("checkout", data, user=USER)
+
+    assert repr(unknown) in str(info.value)
+    assert f"did you mean {suggestion!r}" in str(info.value)
+
+
+def test_an_unknown_line_item_key_names_its_line_item() -> None:
+    with pytest.raises(InvalidEvent, match=re.escape("line_items[1]")):
+        to_custom_data({"line_items": [{"product_id": "a"}, {"product_qty": 2}]})
+
+
+def test_a_key_without_a_close_match_gets_no_suggestion() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        to_custom_data({"zzzzzzzz": 1})
+
+    assert "'zzzzzzzz'" in str(info.value) and "did you mean" not in str(info.value)
+
+
+def test_both_channels_carry_the_same_value_currency_and_order_id() -> None:
+    event = build_event("checkout", {"value": 10, "currency": "USD", "order_id": "Z"}, user=USER)
+
+    tag, capi = event.to_pintrk(), event.to_capi()["custom_data"]
+
+    assert Decimal(str(tag["value"])) == Decimal(capi["value"])
+    assert (tag["currency"], tag["order_id"]) == (capi["currency"], capi["order_id"])
+
+
+@pytest.mark.parametrize("key", ["product_variant", "product_variant_id"])
+def test_tag_only_line_item_keys_are_accepted(key: str) -> None:
+    data = {"line_items": [{"product_id": "a", key: "42 EU"}]}
+
+    assert to_custom_data(data) == {"contents": [{"id": "a"}], "content_ids": ["a"]}
