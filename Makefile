@@ -45,3 +45,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache
+
+## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
+minify: $(STAMP)
+	$(BIN)/python -c "from dedupkit.assets import write_minified; print(*write_minified())"

@@ -1,1 +1,30 @@
-!function(d){d.track||(d.track=function(n,x,i){try{i=crypto.randomUUID()}catch(e){}d.push([n,x,new Date,location.href,i]);return i},d.consent=function(b){d.push([b])})}(dedupkit=window.dedupkit||[])
+/*
+ * The inline stub: records dedupkit calls made before dedupkit.js has loaded; dedupkit.js replays
+ * them in order. Readable source; pages inline dedupkit-stub.min.js (`make minify`).
+ * Queued entries (read by dedupkit.js):
+ *   [name, data, Date, href, id, options]  dedupkit.track
+ *   ['m', tagName, data, capiName, tag]    dedupkit.mirror
+ *   [granted]                              dedupkit.consent
+ */
+(function (queue) {
+  // Emitted twice, or after dedupkit.js loaded: keep what is there.
+  if (queue.track) return;
+  queue.track = function (name, data, options, id) {
+    // Minted now so the page can use the id at once; without randomUUID, dedupkit.js mints it.
+    try {
+      id = crypto.randomUUID();
+    } catch (error) {}
+    queue.push([name, data, new Date, location.href, id, options]);
+    return id;
+  };
+  queue.consent = function (granted) {
+    queue.push([granted]);
+  };
+  // The tag call is made here, so it happens even where dedupkit.js is blocked; dedupkit.js
+  // sends the evidence (tag: 1 when pintrk existed) once it loads.
+  queue.mirror = function (tagName, data, capiName, pintrk) {
+    pintrk = window.pintrk;
+    queue.push(['m', tagName, data, capiName, pintrk ? 1 : 0]);
+    pintrk && pintrk('track', tagName, data);
+  };
+})(window.dedupkit = window.dedupkit || []);

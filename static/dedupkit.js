@@ -1,77 +1,185 @@
-(function (w, d, loc) {
-  'use strict';
-  var stub = w.dedupkit || [], q = [], st, script, endpoint, core, ek, ck, dom; // st: consent 1 yes, 0 no, -1 pending
+/*
+ * dedupkit.js: one event_id for Pinterest's tag and the shop's server, so Pinterest counts each
+ * event once. Readable source; the served file is dedupkit.min.js, made from this one by
+ * `make minify`. ES5, and it never throws into the page. Its data-* attributes: ATTRIBUTES.md.
+ *
+ * Beacon to the server (text/plain JSON):
+ *   {event_name, event_id, event_time, event_source_url, click_id?, data?, ticket?, gpc?, consent?, tag}
+ * Evidence that the page mirrored an event the server tracked:
+ *   {evidence: 1, event_name, event_id, tag}
+ * Entries queued by the inline stub before this file ran:
+ *   [name, data, Date, href, id, options]  dedupkit.track
+ *   ['m', tagName, data, capiName, tag]    dedupkit.mirror (the stub already called the tag)
+ *   [granted]                              dedupkit.consent
+ */
+(function (window, document, location) {
+  var stub = window.dedupkit || [],
+    // Events waiting for a consent decision, as functions that send them.
+    held = [],
+    // -1 undecided, 0 refused (or GPC opt-out), 1 allowed without a decision, 2 granted.
+    consentState,
+    script, endpoint, pintrkSrc, clickIdCookie, consentCookie, cookieDomain, optedOut, gpc;
 
-  function attr(n) { return script.getAttribute('data-' + n); }
-  function flag(n) { n = attr(n); return n != null && n != '0' && n != 'false'; }
-  function epik(href) { return (/[?&]epik=([^&#]+)/.exec(href) || [])[1]; }
-  function pin() { try { w.pintrk.apply(w, arguments); } catch (e) {} }
-
-  function cookie(n, v) {
-    if (v == null) return (d.cookie.match('(^|; )' + n + '=([^;]*)') || [])[2];
-    d.cookie = n + '=' + v + ';path=/;max-age=31536000;samesite=lax' +
-      (loc.protocol == 'https:' ? ';secure' : '') + (dom ? ';domain=' + dom : '');
+  function attribute(name) {
+    return script.getAttribute('data-' + name);
   }
 
-  function send(ev) {
-    pin('track', ev[0], ev[1]);
-    // text/plain string: no CORS preflight; keepalive: 64 KB per page
+  function flag(name) {
+    name = attribute(name);
+    return name != null && name != '0' && name != 'false';
+  }
+
+  function clickIdIn(href) {
+    return (/[?&]epik=([^&#]+)/.exec(href) || [])[1];
+  }
+
+  // Calls the tag: 1 when the call was made, 0 when the tag is absent or broke.
+  function pintrk() {
     try {
-      navigator.sendBeacon && navigator.sendBeacon(endpoint, ev[2]) ||
-        fetch(endpoint, {method: 'POST', body: ev[2], keepalive: true, credentials: 'include', mode: 'no-cors'})
+      window.pintrk.apply(window, arguments);
+      return 1;
+    } catch (error) {
+      return 0;
+    }
+  }
+
+  function cookie(name, value) {
+    if (value == null) return (document.cookie.match('(^|; )' + name + '=([^;]*)') || [])[2];
+    document.cookie = name + '=' + value + ';path=/;max-age=31536000;samesite=lax' +
+      (location.protocol == 'https:' ? ';secure' : '') + (cookieDomain ? ';domain=' + cookieDomain : '');
+  }
+
+  function beacon(body) {
+    // A text/plain string needs no CORS preflight; keepalive requests share 64 KB per page.
+    try {
+      body = JSON.stringify(body);
+      navigator.sendBeacon && navigator.sendBeacon(endpoint, body) ||
+        fetch(endpoint, {method: 'POST', body: body, keepalive: true, credentials: 'include', mode: 'no-cors'})
           .then(null, function () {});
-    } catch (e) {}
+    } catch (error) {}
   }
 
-  function track(name, data, e) {
-    var c = w.crypto || {}, p = {}, k, href, id;
+  // Fires the tag (unless the stub already did: tag is given) and sends body to the server:
+  // now, after the visitor says yes, or never. One rule for both channels.
+  function send(tagName, tagData, body, tag) {
+    function go() {
+      // Known only when sent: a held event was granted consent on this page.
+      if (consentState > 1) body.consent = 1;
+      body.tag = tag == null ? pintrk('track', tagName, tagData) : tag;
+      beacon(body);
+    }
+    consentState > 0 ? go() : consentState && held.push(go);
+  }
+
+  function newEventId(crypto) {
+    return crypto.randomUUID ? crypto.randomUUID() :
+      '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, function (digit) {
+        return (digit ^ crypto.getRandomValues(new Uint8Array(1))[0] & 15 >> digit / 4).toString(16);
+      });
+  }
+
+  // queued: the stub's entry, carrying the id, page and time of the original call.
+  function track(name, data, options, queued) {
+    var tagData = {}, key, href, eventId, tagName, body;
     try {
-      e = e || [];
-      id = e[4] || (c.randomUUID ? c.randomUUID() : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, function (x) {
-        return (x ^ c.getRandomValues(new Uint8Array(1))[0] & 15 >> x / 4).toString(16);
-      }));
-      href = e[3] || loc.href;
-      for (k in data) p[k] = data[k];
-      p.event_id = id;
-      k = [
-        (' ' + attr('custom-names') + ' ').indexOf(' ' + name + ' ') < 0 ? name.toLowerCase().replace(/[\s_-]/g, '') : name,
-        p,
-        JSON.stringify({event_name: name, event_id: id, event_time: Math.floor((e[2] || new Date) / 1000),
-          event_source_url: href, click_id: epik(href) || cookie(ek), data: data})
-      ];
-      st > 0 ? send(k) : st && q.push(k);
-      return id;
-    } catch (e) {}
+      queued = queued || [];
+      eventId = queued[4] || newEventId(window.crypto || {});
+      href = queued[3] || location.href;
+      for (key in data) tagData[key] = data[key];
+      tagData.event_id = eventId;
+      // The tag's spelling of a standard name (AddToCart, add_to_cart -> addtocart);
+      // advertiser-defined names go as they are.
+      tagName = (' ' + attribute('custom-names') + ' ').indexOf(' ' + name + ' ') < 0 ?
+        name.toLowerCase().replace(/[\s_-]/g, '') : name;
+      body = {
+        event_name: name,
+        event_id: eventId,
+        event_time: Math.floor((queued[2] || new Date) / 1000),
+        event_source_url: href,
+        click_id: clickIdIn(href) || cookie(clickIdCookie),
+        data: data,
+        ticket: options && options.ticket,
+        gpc: gpc
+      };
+      send(tagName, tagData, body);
+      return eventId;
+    } catch (error) {}
   }
 
-  function grant(v) {
-    if ((v = epik(loc.href)) && cookie(ek) == null) cookie(ek, v);
-    if (core) (v = d.createElement('script')).src = core, d.head.appendChild(v), core = 0;
-    while (q.length) send(q.shift());
+  // An event the server tracked: fire the tag with its data (event_id included) and tell the
+  // server whether the tag call happened. tag is given when the stub already made the call.
+  function mirror(tagName, data, capiName, tag) {
+    send(tagName, data, {evidence: 1, event_name: capiName, event_id: (data || 0).event_id}, tag);
   }
 
-  function consent(ok) {
+  function release(element) {
+    if ((element = clickIdIn(location.href)) && cookie(clickIdCookie) == null) cookie(clickIdCookie, element);
+    if (pintrkSrc) {
+      element = document.createElement('script');
+      element.src = pintrkSrc;
+      document.head.appendChild(element);
+      pintrkSrc = 0;
+    }
+    while (held.length) held.shift()();
+  }
+
+  function consent(granted) {
     try {
-      cookie(ck, st = ok ? 1 : 0);
-      pin('setconsent', !!ok);
-      ok ? grant() : q = [];
-    } catch (e) {}
+      cookie(consentCookie, granted ? 1 : 0);
+      // A GPC opt-out stands whatever a consent banner says.
+      consentState = granted && !optedOut ? 2 : 0;
+      pintrk('setconsent', consentState > 0);
+      consentState ? release() : held = [];
+    } catch (error) {}
   }
 
   if (stub.loaded) return;
   try {
-    script = d.currentScript || d.querySelector('script[src*="dedupkit.js"]');
-    endpoint = attr('endpoint') || script.src.replace(/dedupkit\.js.*/, 'events');
-    ek = attr('epik-cookie') || '_epik';
-    ck = attr('consent-cookie') || '_dedupkit_consent';
-    dom = attr('cookie-domain');
-    st = +(cookie(ck) || (flag('require-consent') ? -1 : 1));
-    core = st > 0 ? 0 : attr('pintrk-src');
-    st > 0 && grant();
-    w.dedupkit = {v: '0.1.0', loaded: true, track: track, consent: consent};
-    // stub entries: [name, data, Date, href, id] or [consent]
-    stub.push = function (e) { e[2] ? track(e[0], e[1], e) : consent(e[0]); };
+    // Browsers without currentScript (IE) have neither sendBeacon nor fetch either.
+    script = document.currentScript;
+    endpoint = attribute('endpoint') || script.src.replace(/[^/]*$/, 'events');
+    clickIdCookie = attribute('epik-cookie') || '_epik';
+    consentCookie = attribute('consent-cookie') || '_dedupkit_consent';
+    cookieDomain = attribute('cookie-domain');
+    var gpcMode = attribute('gpc'), tagId = attribute('tag-id'), stored = cookie(consentCookie),
+      pageVisit = flag('page-visit'), ownTag, ldp, key;
+    // Left undefined otherwise: JSON.stringify leaves the key out.
+    if (navigator.globalPrivacyControl) gpc = 1;
+    optedOut = gpc && gpcMode == 'opt_out';
+    // A stored '1' makes 2 (granted), '0' makes 0 (refused).
+    consentState = optedOut ? 0 : stored ? stored * 2 : flag('require-consent') ? -1 : 1;
+    ownTag = !window.pintrk && tagId;
+    pintrkSrc = attribute('pintrk-src');
+    if (ownTag) {
+      // No base code on this page: do what it does (a queue until core.js arrives), and load
+      // core.js once consent allows it.
+      var queue = window.pintrk = function () {
+        queue.queue.push([].slice.call(arguments));
+      };
+      queue.queue = [];
+      queue.version = '3.0';
+      pintrkSrc = pintrkSrc || 'https://s.pinimg.com/ct/core.js';
+      pintrk('load', tagId);
+    } else if (consentState > 0) {
+      // The base code loaded core.js as consent allowed it; otherwise load it on a later yes.
+      pintrkSrc = 0;
+    }
+    if (gpc && !optedOut && gpcMode != 'ignore') {
+      // Limited Data Processing, set before any event; st and country come SHA-256 hashed.
+      ldp = {opt_out_type: 'LDP'};
+      if (key = attribute('ldp-st')) ldp.st = key;
+      if (key = attribute('ldp-country')) ldp.country = key;
+      pintrk('set', ldp);
+    }
+    // With automatic page_visit a bare page() would count the visit twice.
+    ownTag && !pageVisit && pintrk('page');
+    consentState > 0 && release();
+    window.dedupkit = {loaded: true, track: track, consent: consent, mirror: mirror};
+    stub.push = function (entry) {
+      entry[0] == 'm' ? mirror.apply(0, entry.slice(1)) :
+        entry[2] ? track(entry[0], entry[1], entry[5], entry) : consent(entry[0]);
+    };
     while (stub.length) stub.push(stub.shift());
-    if (flag('page-visit')) track('page_visit', {});
-  } catch (e) {}
+    if (pageVisit) track('page_visit', {});
+  } catch (error) {}
 })(window, document, location);
