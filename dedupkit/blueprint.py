@@ -148,9 +148,10 @@ def _raw_page_url(body: dict[str, Any]) -> str | None:
 def _event_time(value: object, retry_window: float) -> int:
     """The browser's time unless its clock is off; Pinterest rejects future timestamps."""
     now = int(time.time())
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if is_number and now - retry_window < value <= now + MAX_CLOCK_AHEAD:  # type: ignore[operator]
-        return min(int(value), now)  # type: ignore[call-overload]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return now
+    if now - retry_window < value <= now + MAX_CLOCK_AHEAD:
+        return min(int(value), now)
     return now
 
 

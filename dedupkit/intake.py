@@ -19,6 +19,7 @@ from flask import Response, g, request
 from .bots import is_bot
 from .errors import EventNotAllowed, InvalidEvent
 from .event import Event, build_event
+from .limits import check_capi_event
 from .page_url import clean_page_url
 from .state import State, Stored, get_state
 from .user_data import has_required_identity, sha256_hex
@@ -128,7 +129,10 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
     if reason is not None:
         state.record_skip(reason.value)
         return Recorded(event, Outcome.SKIPPED, reason)
-    stored = state.store(event.to_capi())
+    # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
+    payload = event.to_capi()
+    check_capi_event(payload)
+    stored = state.store(payload)
     return Recorded(event, _OUTCOMES[stored])
 
 
