@@ -301,11 +301,24 @@ def test_bad_token_is_401(fake: FakePinterest, http: httpx.Client, headers: dict
     assert TOKEN not in repr(rejected)
 
 
-def test_other_ad_account_is_403(fake: FakePinterest, http: httpx.Client) -> None:
+def test_any_ad_account_exists_by_default(fake: FakePinterest, http: httpx.Client) -> None:
     response = post_events(http, {"data": [capi_event("e")]}, path="/v5/ad_accounts/123/events")
-    assert response.status_code == 403
-    assert response.json()["code"] == 29
-    assert fake.capi_events == [] and fake.rejected[0].status == 403
+    assert response.status_code == 200
+    assert [e["event_id"] for e in fake.capi_events] == ["e"]
+
+
+def test_an_unknown_ad_account_is_404_when_the_fake_knows_its_accounts() -> None:
+    with (
+        FakePinterest(token=TOKEN, ad_account_ids={ACCOUNT}) as fake,
+        httpx.Client(base_url=fake.base_url, event_hooks={"response": [check_response]}) as http,
+    ):
+        unknown = post_events(http, {"data": [capi_event("e")]}, path="/v5/ad_accounts/123/events")
+        known = post_events(http, {"data": [capi_event("k")]})
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == "Ad account not found."
+    assert known.status_code == 200
+    assert [e["event_id"] for e in fake.capi_events] == ["k"]
+    assert [r.status for r in fake.rejected] == [404]
 
 
 @pytest.mark.parametrize("account", ["abc", "1" * 19, "12a"])
@@ -578,9 +591,10 @@ def test_classify_422_details(fake: FakePinterest, client: CapiClient) -> None:
         (429, None, Outcome.RETRYABLE, None),
         (503, 2, Outcome.RETRYABLE, 2.0),
         (500, None, Outcome.RETRYABLE, None),
-        (400, None, Outcome.PERMANENT, None),
-        (401, None, Outcome.PERMANENT, None),
-        (403, None, Outcome.PERMANENT, None),
+        (400, None, Outcome.SPLIT, None),
+        (401, None, Outcome.CREDENTIALS, None),
+        (403, None, Outcome.CREDENTIALS, None),
+        (404, None, Outcome.CREDENTIALS, None),
     ],
 )
 def test_classify_request_failures(
@@ -603,7 +617,8 @@ def test_classify_real_refusals(
     fake: FakePinterest, make_client: Callable[..., CapiClient]
 ) -> None:
     bad_token = make_client(token="wrong-SECRET").send([capi_event("a")])
-    assert (bad_token.status_code, bad_token.results[0].outcome) == (401, Outcome.PERMANENT)
+    assert (bad_token.status_code, bad_token.results[0].outcome) == (401, Outcome.CREDENTIALS)
+    assert "DEDUPKIT_CONVERSION_TOKEN" in (bad_token.results[0].message or "")
     invalid = make_client().send([capi_event("a", custom_data={"value": 1})])
     assert (invalid.status_code, invalid.results[0].outcome) == (400, Outcome.PERMANENT)
     assert "custom_data.value" in (invalid.results[0].message or "")
@@ -628,6 +643,116 @@ def test_token_never_shows(fake: FakePinterest, make_client: Callable[..., CapiC
     for message in messages:
         assert TOKEN not in message and "wrong-SECRET" not in message
     assert TOKEN not in repr(results)
+
+
+def test_rotating_the_token_refuses_the_old_one(
+    fake: FakePinterest, make_client: Callable[..., CapiClient]
+) -> None:
+    old = make_client()
+    assert old.send([capi_event("a")]).delivered == 1
+    fake.token = "pina_NEW-token-0987654321"
+    assert fake.token == "pina_NEW-token-0987654321"
+    assert old.send([capi_event("b")]).status_code == 401
+    assert make_client(token="pina_NEW-token-0987654321").send([capi_event("c")]).delivered == 1
+    fake.set_token(TOKEN)
+    assert old.send([capi_event("d")]).delivered == 1
+    assert [e["event_id"] for e in fake.capi_events] == ["a", "c", "d"]
+
+
+def test_a_poison_event_fails_every_request_that_holds_it(
+    fake: FakePinterest, http: httpx.Client
+) -> None:
+    fake.poison("bad")
+    fake.poison(lambda event: event["event_id"] == "huge", status=413)
+    mixed = post_events(http, {"data": [capi_event("ok"), capi_event("bad")]})
+    assert (mixed.status_code, mixed.json()["code"]) == (400, 4196)
+    assert post_events(http, {"data": [capi_event("huge")]}).status_code == 413
+    assert post_events(http, {"data": [capi_event("ok")]}).status_code == 200
+    assert [e["event_id"] for e in fake.capi_events] == ["ok"]
+    with pytest.raises(ValueError, match="4xx"):
+        fake.poison("x", status=503)
+    fake.reset()
+    assert post_events(http, {"data": [capi_event("bad")]}).status_code == 200
+
+
+def test_a_body_over_the_limit_is_413() -> None:
+    with (
+        FakePinterest(token=TOKEN, max_body_bytes=2000) as fake,
+        httpx.Client(base_url=fake.base_url, event_hooks={"response": [check_response]}) as http,
+    ):
+        small = post_events(http, {"data": [capi_event("a")]})
+        big = post_events(http, {"data": [capi_event(f"e{i}") for i in range(10)]})
+    assert (small.status_code, big.status_code) == (200, 413)
+    assert "2000 bytes" in big.json()["message"]
+    assert [e["event_id"] for e in fake.capi_events] == ["a"]
+
+
+def test_a_proxy_page_is_html_and_may_echo_the_headers(
+    fake: FakePinterest, make_client: Callable[..., CapiClient]
+) -> None:
+    fake.proxy_page_next(200)
+    fake.proxy_page_next(502, echo_headers=True)
+    with httpx.Client(base_url=fake.base_url) as http:
+        plain = post_events(http, {"data": [capi_event("a")]})
+        echoed = post_events(http, {"data": [capi_event("a")]})
+        after = post_events(http, {"data": [capi_event("a")]})
+    assert (plain.status_code, plain.headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert plain.text.startswith("<!DOCTYPE html>") and TOKEN not in plain.text
+    assert echoed.status_code == 502 and f"Bearer {TOKEN}" in echoed.text
+    assert after.status_code == 200 and after.json()["num_events_processed"] == 1
+    assert [r.status for r in fake.requests] == [200, 502, 200]
+    assert len(fake.capi_events) == 1
+
+
+def test_every_answer_carries_rate_limit_headers_and_the_limit_is_enforced(
+    fake: FakePinterest, http: httpx.Client
+) -> None:
+    first = post_events(http, {"data": [capi_event("a")]})
+    assert first.headers["x-ratelimit-limit"] == "5000"
+    assert first.headers["x-ratelimit-remaining"] == "4999"
+    assert 0 < int(first.headers["x-ratelimit-reset"]) <= 60
+    refused = post_events(http, {"data": [capi_event("a")]}, headers={"Authorization": "x"})
+    assert (refused.status_code, refused.headers["x-ratelimit-remaining"]) == (401, "4998")
+
+    fake.set_rate_limit(2, window=30)
+    answers = [post_events(http, {"data": [capi_event(f"w{i}")]}) for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["1", "0", "0"]
+    assert answers[2].headers["Retry-After"] == answers[2].headers["x-ratelimit-reset"]
+    assert 29 <= int(answers[2].headers["Retry-After"]) <= 30
+    assert {e["event_id"] for e in fake.capi_events} == {"a", "w0", "w1"}
+
+
+def test_the_noscript_pixel_is_a_tag_event_that_pairs_with_capi(
+    fake: FakePinterest, client: CapiClient
+) -> None:
+    with httpx.Client() as http:
+        hit = http.get(
+            fake.pixel_url,
+            params={
+                "tid": "2612345678901",
+                "event": "checkout",
+                "ed[value]": "10.00",
+                "ed[event_id]": "order-7",
+                "noscript": "1",
+            },
+            headers={"Referer": "https://shop.example/thanks"},
+        )
+        page = http.get(fake.pixel_url, params={"tid": "2612345678901", "noscript": "1"})
+    assert (hit.status_code, hit.headers["Content-Type"]) == (200, "image/gif")
+    assert page.status_code == 200
+    [tag] = fake.tag_events
+    assert (tag.tag_id, tag.event_name, tag.event_id, tag.page_url) == (
+        "2612345678901",
+        "checkout",
+        "order-7",
+        "https://shop.example/thanks",
+    )
+    assert tag.data == {"value": "10.00", "event_id": "order-7"}
+    assert len(fake.page_calls) == 1
+    client.send([capi_event("order-7")])
+    [conversion] = fake.conversions()
+    assert conversion.sources == {"tag", "capi"}
 
 
 # -- stand-in tag reports and conversions -----------------------------------------------------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import hmac
+import html
 import json
+import math
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..client import MAX_BODY_BYTES
 from .answers import (
     Verdict,
     batch_body,
@@ -18,7 +21,7 @@ from .answers import (
     judge,
     partial_failure_body,
 )
-from .faults import DEFAULT_EVENT_FAILURE, EventSelector, Faults
+from .faults import DEFAULT_EVENT_FAILURE, EventSelector, Faults, ProxyPage
 from .records import (
     CAPI,
     TAG,
@@ -30,7 +33,7 @@ from .records import (
     merge_conversions,
 )
 from .schema import request_errors, response_errors
-from .server import Answer, CapiRequest, ServerThread, create_app
+from .server import PIXEL_PATH, Answer, CapiRequest, ServerThread, create_app
 
 _AD_ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
 # How often wait_for re-checks a predicate that depends on more than the fake's records.
@@ -40,6 +43,11 @@ _MAX_PROBLEMS = 5
 # /_fake/state keeps to the most recent entries.
 _STATE_CONVERSIONS = 50
 _STATE_REQUESTS = 20
+#: Pinterest's published limit for this endpoint: 5,000 calls per minute per ad account.
+DEFAULT_RATE_LIMIT = 5000
+DEFAULT_RATE_WINDOW = 60.0
+# The pixel's event data parameters: ``ed[value]=10``.
+_EVENT_DATA = re.compile(r"ed\[([^\]]+)\]")
 
 
 class FakePinterest:
@@ -54,12 +62,18 @@ class FakePinterest:
             ...
             assert fake.wait_for_capi_events(1)
 
-    Requests are checked like Pinterest does (bearer token, ad account, the official request
-    schema, event times) and every answer follows the official response schema. Records are
-    thread-safe and every accessor returns a copy.
+    Requests are checked like Pinterest does (body size, bearer token, ad account, the
+    official request schema, event times) and every answer follows the official response
+    schema and carries ``x-ratelimit-*`` headers. Records are thread-safe and every accessor
+    returns a copy.
 
-    :param token: the conversion token requests must carry.
-    :param ad_account_id: the one ad account that exists.
+    :param token: the conversion token requests must carry (see :meth:`set_token`).
+    :param ad_account_id: the ad account the fake's addresses print, e.g. for the demo.
+    :param ad_account_ids: the ad accounts that exist; others are answered 404. By default
+        every well-formed id exists.
+    :param max_body_bytes: larger request bodies are answered 413.
+    :param rate_limit: requests allowed per ``rate_window`` seconds; more are answered 429.
+    :param rate_window: the length of a rate-limit window, starting at its first request.
     :param host: the address to listen on; keep the loopback default in tests.
     :param port: 0 picks a free port.
     :param log_requests: log each request through werkzeug (for the standalone fake).
@@ -70,16 +84,32 @@ class FakePinterest:
         *,
         token: str = "test-token",
         ad_account_id: str = "549764982399",
+        ad_account_ids: Iterable[str] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        rate_limit: int = DEFAULT_RATE_LIMIT,
+        rate_window: float = DEFAULT_RATE_WINDOW,
         host: str = "127.0.0.1",
         port: int = 0,
         log_requests: bool = False,
     ) -> None:
         if not token:
             raise ValueError("token must not be empty")
-        if not _AD_ACCOUNT_ID.fullmatch(ad_account_id):
-            raise ValueError(f"ad_account_id must be 1 to 18 digits, got {ad_account_id!r}")
+        accounts = None if ad_account_ids is None else frozenset(ad_account_ids)
+        for account in [ad_account_id, *(accounts or ())]:
+            if not _AD_ACCOUNT_ID.fullmatch(account):
+                raise ValueError(f"an ad account id is 1 to 18 digits, got {account!r}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self._token = token
         self._ad_account_id = ad_account_id
+        self._ad_account_ids = accounts
+        self._max_body_bytes = max_body_bytes
+        self._rate_lock = threading.Lock()
+        self._rate_limit = 0
+        self._rate_window = 0.0
+        self._window_end = 0.0
+        self._window_used = 0
+        self.set_rate_limit(rate_limit, rate_window)
         self._host = host
         self._port = port
         self._log_requests = log_requests
@@ -98,6 +128,7 @@ class FakePinterest:
         self._app = create_app(
             answer_events=self._answer_events,
             record_tag_report=self._record_tag_report,
+            record_pixel=self._record_pixel,
             state=self.state,
             pause=self._stopping.wait,
         )
@@ -157,8 +188,33 @@ class FakePinterest:
         return self.base_url + "/ct/core.js"
 
     @property
+    def pixel_url(self) -> str:
+        """Where ``<noscript>`` pixels go (``https://ct.pinterest.com/v3/`` at Pinterest)."""
+        return self.base_url + PIXEL_PATH
+
+    @property
     def token(self) -> str:
+        """The token requests must carry; assign a new one to rotate it."""
         return self._token
+
+    @token.setter
+    def token(self, token: str) -> None:
+        self.set_token(token)
+
+    def set_token(self, token: str) -> None:
+        """Rotate the token: from now on only ``token`` is accepted (401 for the old one)."""
+        if not token:
+            raise ValueError("token must not be empty")
+        self._token = token
+
+    def set_rate_limit(self, limit: int, window: float = DEFAULT_RATE_WINDOW) -> None:
+        """Allow ``limit`` requests per ``window`` seconds from now on; a new window starts
+        with the next request."""
+        if limit < 1 or not window > 0:
+            raise ValueError("set_rate_limit needs limit >= 1 and window > 0")
+        with self._rate_lock:
+            self._rate_limit, self._rate_window = int(limit), float(window)
+            self._window_end, self._window_used = 0.0, 0
 
     @property
     def ad_account_id(self) -> str:
@@ -328,6 +384,25 @@ class FakePinterest:
         """
         self._faults.delay_next(seconds, times)
 
+    def poison(self, events: EventSelector, status: int = 400) -> None:
+        """From now on (until :meth:`reset`), answer any request holding a matching event with
+        ``status`` for the whole request, as Pinterest does for a body it cannot accept.
+
+        :param events: an event id, several ids, or a predicate on the event dict.
+        :param status: a 4xx status, 400 or 413 say.
+        """
+        self._faults.poison(events, status)
+
+    def proxy_page_next(
+        self, status: int = 200, times: int = 1, *, echo_headers: bool = False
+    ) -> None:
+        """Answer the next ``times`` requests with an HTML page and ``status``, as a proxy or
+        a gateway in front of Pinterest might; nothing of them is recorded but the request.
+
+        :param echo_headers: put the request's headers in the page, ``Authorization`` too.
+        """
+        self._faults.proxy_page_next(status, times, echo_headers)
+
     def clear_faults(self) -> None:
         """Drop every pending injected fault."""
         self._faults.clear()
@@ -337,13 +412,25 @@ class FakePinterest:
     def _answer_events(self, request: CapiRequest) -> Answer:
         received_at = time.time()
         delay = self._faults.take_delay()
+        limits, over_limit = self._count_request(received_at)
         body, parse_error = _parse_json(request)
         events = body.get("data") if isinstance(body, dict) else None
         count = len(events) if isinstance(events, list) else 0
 
+        if over_limit:
+            headers = {**limits, "Retry-After": limits["x-ratelimit-reset"]}
+            answer = Answer(429, error_body(429), headers, delay)
+            return self._finish(request, received_at, count, answer)
+        page = self._faults.take_proxy_page()
+        if page is not None:
+            answer = Answer(page.status, {}, limits, delay, text=_proxy_page(page, request))
+            return self._finish(request, received_at, count, answer)
+
         injected = self._faults.take_request_failure()
         if injected is not None:
-            headers = {"Retry-After": injected.retry_after} if injected.retry_after else {}
+            headers = dict(limits)
+            if injected.retry_after:
+                headers["Retry-After"] = injected.retry_after
             if injected.status == 422:
                 refused = [Verdict(False, "The event was not processed.")] * count
                 answer = Answer(422, partial_failure_body(refused), headers, delay)
@@ -354,11 +441,15 @@ class FakePinterest:
         refusal = self._refusal(request, body, parse_error)
         if refusal is not None:
             status, message = refusal
-            answer = Answer(status, error_body(status, message), delay=delay)
+            answer = Answer(status, error_body(status, message), limits, delay)
             rejected = RejectedRequest(received_at, request.path, status, message, body)
             return self._finish(request, received_at, count, answer, rejected=rejected)
 
         assert isinstance(events, list)  # the schema guarantees it
+        poison = self._faults.poisoned(events)
+        if poison is not None:
+            answer = Answer(poison.status, error_body(poison.status), limits, delay)
+            return self._finish(request, received_at, count, answer)
         verdicts: list[Verdict] = []
         as_422 = False
         for event in events:
@@ -370,14 +461,32 @@ class FakePinterest:
                 verdicts.append(judge(event, received_at))
         processed = [e for e, v in zip(events, verdicts, strict=True) if v.processed]
         if as_422:
-            answer = Answer(422, partial_failure_body(verdicts), delay=delay)
+            answer = Answer(422, partial_failure_body(verdicts), limits, delay)
         else:
-            answer = Answer(200, batch_body(verdicts), delay=delay)
+            answer = Answer(200, batch_body(verdicts), limits, delay)
         return self._finish(request, received_at, count, answer, processed=processed)
+
+    def _count_request(self, now: float) -> tuple[dict[str, str], bool]:
+        """Count a request in the rate-limit window: its ``x-ratelimit-*`` headers, and
+        whether it is over the limit."""
+        with self._rate_lock:
+            if now >= self._window_end:
+                self._window_end, self._window_used = now + self._rate_window, 0
+            self._window_used += 1
+            used, limit = self._window_used, self._rate_limit
+            reset = max(0, math.ceil(self._window_end - now))
+        headers = {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(max(0, limit - used)),
+            "x-ratelimit-reset": str(reset),
+        }
+        return headers, used > limit
 
     def _refusal(
         self, request: CapiRequest, body: object, parse_error: str | None
     ) -> tuple[int, str] | None:
+        if len(request.body) > self._max_body_bytes:
+            return 413, f"The request body is larger than {self._max_body_bytes} bytes."
         scheme, _, credentials = (request.authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             credentials.strip().encode(), self._token.encode()
@@ -385,8 +494,8 @@ class FakePinterest:
             return 401, "Authentication failed."
         if not _AD_ACCOUNT_ID.fullmatch(request.ad_account_id):
             return 400, "Invalid ad_account_id: it must be 1 to 18 digits."
-        if request.ad_account_id != self._ad_account_id:
-            return 403, "You are not permitted to access that resource."
+        if self._ad_account_ids is not None and request.ad_account_id not in self._ad_account_ids:
+            return 404, "Ad account not found."
         if parse_error is not None:
             return 400, parse_error
         problems = request_errors(body)
@@ -396,6 +505,24 @@ class FakePinterest:
         if problems:
             return 400, "Invalid request body: " + "; ".join(problems)
         return None
+
+    def _record_pixel(self, query: Mapping[str, str], referer: str | None) -> None:
+        """Record a ``<noscript>`` pixel hit: with ``event`` a tag event, else a page call."""
+        data = {m.group(1): v for k, v in query.items() if (m := _EVENT_DATA.fullmatch(k))}
+        tag_id = _opt_str(query.get("tid"))
+        name = (query.get("event") or "").strip()
+        record: TagEvent | PageCall
+        if name:
+            event_id = _opt_str(data.get("event_id"))
+            record = TagEvent(tag_id, name, event_id, data, referer, None, None, time.time())
+        else:
+            record = PageCall(tag_id, data, referer, None, None, time.time())
+        with self._changed:
+            if isinstance(record, TagEvent):
+                self._arrivals.append(record)
+            else:
+                self._page_calls.append(record)
+            self._changed.notify_all()
 
     def _finish(
         self,
@@ -469,8 +596,25 @@ def _opt_str(value: object) -> str | None:
     return str(value) or None
 
 
+def _proxy_page(page: ProxyPage, request: CapiRequest) -> str:
+    rows = ""
+    if page.echo_headers:
+        rows = "".join(
+            f"<li>{html.escape(name)}: {html.escape(value)}</li>"
+            for name, value in request.headers.items()
+        )
+        rows = f"<p>Your request headers:</p><ul>{rows}</ul>"
+    return (
+        f"<!DOCTYPE html><html><head><title>{page.status} Gateway</title></head>"
+        f"<body><h1>Something went wrong upstream</h1>{rows}</body></html>"
+    )
+
+
 def _check_answer(answer: Answer) -> None:
-    # The fake must never teach a client something Pinterest could not answer.
+    # The fake must never teach a client something Pinterest could not answer; a proxy's
+    # page (``text``) is by design not Pinterest's answer.
+    if answer.text is not None:
+        return
     problems = response_errors(answer.body, answer.status)
     if answer.status == 422:
         problems += response_errors(answer.body["details"], 200)

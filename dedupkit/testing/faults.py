@@ -1,4 +1,5 @@
-"""Fault injection for the fake Conversions API: whole-request failures, failed events, delays."""
+"""Fault injection for the fake Conversions API: whole-request failures, failed events,
+poison events, a proxy's pages, delays."""
 
 from __future__ import annotations
 
@@ -36,6 +37,23 @@ class EventFailure:
     as_422: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A request holding an event matching ``matches`` is refused as a whole with ``status``."""
+
+    matches: EventPredicate
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPage:
+    """An HTML page answered by something in front of Pinterest."""
+
+    status: int
+    #: Put the request's headers (``Authorization`` included) in the page, as some do.
+    echo_headers: bool
+
+
 class Faults:
     """The pending faults; every method is thread-safe."""
 
@@ -44,6 +62,8 @@ class Faults:
         self._requests: deque[RequestFailure] = deque()
         self._delays: deque[float] = deque()
         self._events: list[EventFailure] = []
+        self._poisons: list[Poison] = []
+        self._pages: deque[ProxyPage] = deque()
 
     def fail_next(
         self, status: int, times: int = 1, retry_after: float | str | None = None
@@ -69,6 +89,28 @@ class Faults:
         with self._lock:
             self._events.append(EventFailure(_predicate(selector), message, as_422))
 
+    def poison(self, selector: EventSelector, status: int) -> None:
+        if not 400 <= status <= 499:
+            raise ValueError(f"poison needs a 4xx status, got {status}")
+        with self._lock:
+            self._poisons.append(Poison(_predicate(selector), status))
+
+    def proxy_page_next(self, status: int, times: int, echo_headers: bool) -> None:
+        if not 200 <= status <= 599 or times < 1:
+            raise ValueError("proxy_page_next needs a status from 200 to 599 and times >= 1")
+        with self._lock:
+            self._pages.extend([ProxyPage(status, echo_headers)] * times)
+
+    def take_proxy_page(self) -> ProxyPage | None:
+        with self._lock:
+            return self._pages.popleft() if self._pages else None
+
+    def poisoned(self, events: Iterable[Mapping[str, Any]]) -> Poison | None:
+        """The first poison rule some event of ``events`` matches, if any."""
+        with self._lock:
+            rules = list(self._poisons)
+        return next((rule for event in events for rule in rules if rule.matches(event)), None)
+
     def take_request_failure(self) -> RequestFailure | None:
         with self._lock:
             return self._requests.popleft() if self._requests else None
@@ -88,6 +130,8 @@ class Faults:
             self._requests.clear()
             self._delays.clear()
             self._events.clear()
+            self._poisons.clear()
+            self._pages.clear()
 
 
 def _predicate(selector: EventSelector) -> EventPredicate:

@@ -18,6 +18,12 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 #: Where the stand-in tag reports ``pintrk`` calls, relative to the fake's root.
 TAG_REPORT_PATH = "/_fake/tag"
+#: The ``<noscript>`` pixel's path (``https://ct.pinterest.com/v3/``).
+PIXEL_PATH = "/v3/"
+#: A transparent 1x1 GIF, what the pixel answers.
+PIXEL_GIF = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
 #: Replaced, quotes included, by the report URL as a JavaScript string.
 REPORT_URL_PLACEHOLDER = '"__FAKE_PINTEREST_REPORT_URL__"'
 # How often the serving loop checks for shutdown; bounds how long stop() takes.
@@ -34,16 +40,21 @@ class CapiRequest:
     content_type: str
     body: bytes
     test: bool
+    #: Every request header, as sent (for faults that echo them, as some error pages do).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A JSON answer, and how long to hold it back."""
+    """A JSON answer (or, for a proxy's page, a text one), and how long to hold it back."""
 
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Sent instead of ``body`` when set: not Pinterest's answer, so not checked against it.
+    text: str | None = None
+    mimetype: str = "text/html"
 
 
 @cache
@@ -56,6 +67,7 @@ def create_app(
     *,
     answer_events: Callable[[CapiRequest], Answer],
     record_tag_report: Callable[[str], str | None],
+    record_pixel: Callable[[Mapping[str, str], str | None], None],
     state: Callable[[], Mapping[str, Any]],
     pause: Callable[[float], object],
 ) -> Flask:
@@ -63,6 +75,7 @@ def create_app(
 
     :param answer_events: decides the answer to a Conversions API request.
     :param record_tag_report: records a stand-in tag report; returns why it was refused.
+    :param record_pixel: records a ``<noscript>`` pixel hit: its query and its Referer.
     :param state: the summary served at ``/_fake/state``.
     :param pause: waits before a delayed answer, returning early when the fake stops.
     """
@@ -78,11 +91,23 @@ def create_app(
                 content_type=request.mimetype,
                 body=request.get_data(),
                 test=request.args.get("test", "").lower() == "true",
+                headers=dict(request.headers),
             )
         )
         if answer.delay:
             pause(answer.delay)
+        if answer.text is not None:
+            return Response(
+                answer.text, answer.status, dict(answer.headers), mimetype=answer.mimetype
+            )
         return _json(answer.body, answer.status, answer.headers)
+
+    @app.get(PIXEL_PATH)
+    def pixel() -> Response:
+        record_pixel(request.args.to_dict(), request.headers.get("Referer"))
+        response = Response(PIXEL_GIF, mimetype="image/gif")
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.get("/ct/core.js")
     def core_js() -> Response:
