@@ -59,10 +59,10 @@ _WHOLE_BATCH_REFUSALS = frozenset({400, 413, 422})
 _CREDENTIALS = frozenset({401, 403, 404})
 # How much of a body is read to build a message: bounded work for a huge error page.
 _BODY_PREFIX = 4000
-# A bearer value, and an Authorization header's value whatever its scheme.
+# A bearer value, and an Authorization header's whole value whatever its scheme.
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"'<>,;&]+")
 _AUTHORIZATION = re.compile(
-    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\]|bearer\b)[^\s\"'<>,;&]+"
+    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\]|bearer\b)[^\s\"'<>,;&][^\r\n\"'<>,;&]*"
 )
 # Pinterest's token shape, whoever it belongs to.
 _PINTEREST_TOKEN = re.compile(r"\bpina_[A-Za-z0-9_.=+/-]+")
