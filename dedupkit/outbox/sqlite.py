@@ -442,20 +442,21 @@ class SQLiteOutbox:
             return conn
 
     def _connect(self) -> sqlite3.Connection:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            # The pool lends a connection to one thread at a time, not always the same one.
-            check_same_thread=False,
-        )
-        try:
-            self._set_up(conn)
-        except BaseException:
-            conn.close()
-            raise
+        with self._errors("open"):
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                # The pool lends a connection to one thread at a time, not always the same one.
+                check_same_thread=False,
+            )
+            try:
+                self._set_up(conn)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
