@@ -148,7 +148,7 @@
     optedOut = gpc && gpcMode == 'opt_out';
     // A stored '1' makes 2 (granted), '0' makes 0 (refused).
     consentState = optedOut ? 0 : stored ? stored * 2 : flag('require-consent') ? -1 : 1;
-    ownTag = !window.pintrk && tagId;
+    ownTag = !window.pintrk && tagId && !optedOut;
     pintrkSrc = attribute('pintrk-src');
     if (ownTag) {
       // No base code on this page: do what it does (a queue until core.js arrives), and load
