@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -505,3 +506,98 @@ def test_the_capi_payload_round_trips_through_json(
     # Round-trips through JSON unchanged: nothing in the payload needs a custom encoder.
     assert json.loads(json.dumps(event.to_capi())) == event.to_capi()
     assert schema_errors(validator, [json.loads(json.dumps(event.to_capi()))]) == []
+
+
+# Bounded input: every bad argument is an InvalidEvent naming it, never another error later
+
+
+def test_data_nested_deeper_than_the_limit_is_refused_without_recursing_away() -> None:
+    # A tag-only key carried it unchecked to _freeze, which recursed until RecursionError.
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+
+    with pytest.raises(InvalidEvent, match="property"):
+        build_event("checkout", {"property": deep}, user=MINIMAL_USER)
+
+
+def test_freezing_stops_at_the_depth_limit() -> None:
+    from dedupkit.event import MAX_DEPTH, _freeze
+
+    ok: Any = 1
+    for _ in range(MAX_DEPTH):
+        ok = [ok]
+    _freeze(ok)
+
+    with pytest.raises(InvalidEvent, match="nested"):
+        _freeze([ok])
+
+
+@pytest.mark.parametrize(
+    ("data", "user", "field"),
+    [
+        ({"order_id": "A-\ud800"}, MINIMAL_USER, "order_id"),
+        ({"line_items": [{"product_name": "\udfff"}]}, MINIMAL_USER, "product_name"),
+        ({"promo_code": "\ud800"}, MINIMAL_USER, "promo_code"),
+        ({}, {"email": "john\ud800@example.com"}, "user.email"),
+        ({}, {"email": ["a@example.com", "\ud800"]}, "user.email"),
+        ({}, {"external_id": 10**5000}, "user.external_id"),
+        ({}, {"email": {"nested": "a@example.com"}}, "user.email"),
+        ({}, {"email": ["a@example.com"] * 101}, "user.email"),
+    ],
+)
+def test_unusable_text_in_data_or_user_is_an_invalid_event_naming_it(
+    data: dict[str, Any], user: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=re.escape(field)):
+        build_event("checkout", data, user=user)
+
+
+def test_an_unknown_user_field_is_an_invalid_event() -> None:
+    with pytest.raises(InvalidEvent, match="emial"):
+        build_event("checkout", user={"emial": "john@example.com", **MINIMAL_USER})
+
+
+def test_an_unusable_clear_field_from_the_request_is_dropped_not_fatal() -> None:
+    user = {**MINIMAL_USER, "client_user_agent": "\ud800" + "x" * 10, "click_id": "c" * 5000}
+
+    event = build_event("checkout", user=user)
+
+    assert "client_user_agent" not in event.to_capi()["user_data"]
+    assert "click_id" not in event.to_capi()["user_data"]
+
+
+def test_a_huge_order_id_is_refused_before_it_becomes_an_event_id() -> None:
+    with pytest.raises(InvalidEvent, match="order_id"):
+        build_event("checkout", {"order_id": 10**5000}, user=MINIMAL_USER)
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://shop.example/p?q=1", "https://shop.example/p?q=1"),
+        ("https://shop.example/p?" + "q" * 3000, "https://shop.example/p"),
+        ("http://[::1", None),
+        ("javascript:alert(1)", None),
+        ("https://shop.example/\ud800", None),
+        ("", None),
+    ],
+)
+def test_an_odd_page_url_is_trimmed_or_dropped_and_the_event_kept(
+    url: str, sent: str | None, validator: Draft202012Validator
+) -> None:
+    event = build_event("checkout", event_source_url=url, user=MINIMAL_USER)
+
+    assert event.to_capi().get("event_source_url") == sent
+    validator.validate({"data": [event.to_capi()]})
+
+
+@pytest.mark.parametrize(("field", "value"), [("language", "\ud800"), ("partner_name", 3.5e300)])
+def test_optional_text_fields_are_bounded_text(field: str, value: Any) -> None:
+    with pytest.raises(InvalidEvent, match=field):
+        build_event("checkout", user=MINIMAL_USER, **{field: value})
+
+
+def test_opt_out_must_be_a_boolean() -> None:
+    with pytest.raises(InvalidEvent, match="opt_out"):
+        build_event("checkout", user=MINIMAL_USER, opt_out="no")  # type: ignore[arg-type]
