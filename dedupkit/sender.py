@@ -523,7 +523,7 @@ class Sender:
                 self._prune()
             full = count >= self.batch_size
             empty_runs = 0 if count else min(empty_runs + 1, 32)
-            idle = min(flush_interval * 2 ** max(empty_runs - 1, 0), max_idle)
+            idle = idle_wait(empty_runs, flush_interval=flush_interval, max_idle=max_idle)
         try:
             self.run_once()
         except Exception:
@@ -538,6 +538,13 @@ class Sender:
         else:
             if pruned:
                 logger.info("pruned %d delivered event(s) from the outbox", pruned)
+
+
+def idle_wait(empty_runs: int, *, flush_interval: float, max_idle: float) -> float:
+    """How long :meth:`Sender.run` idles after ``empty_runs`` looks found nothing: the flush
+    interval, doubling from the second empty look, at most ``max_idle``."""
+    growth: float = 2.0 ** min(max(empty_runs - 1, 0), 64)
+    return min(flush_interval * growth, max_idle)
 
 
 class _Batch:
