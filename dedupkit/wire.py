@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # json.dumps builds an encoder on every call with arguments; one batch has many events.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# NaN and Infinity are not JSON: Pinterest would refuse the whole request.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_event(payload: Mapping[str, Any]) -> str:
