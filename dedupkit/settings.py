@@ -95,6 +95,19 @@ class Settings:
     batch_size: int = MAX_BATCH_SIZE
     http_timeout: float = 10.0
     partner_name: str | None = None
+    #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY`` (dedupkit.tickets).
+    secret_key: str | None = field(default=None, repr=False)
+    #: Old signing keys that still verify, oldest first (like Flask's ``SECRET_KEY_FALLBACKS``).
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    #: What a GPC signal does: ``"ldp"``, ``"opt_out"`` or ``"ignore"`` (dedupkit.privacy).
+    gpc: str = "ldp"
+    #: ``(request) -> True | False | None``, consulted before the consent cookie.
+    consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
+    #: Beacons per client IP on ``POST {prefix}/events``, e.g. ``"120/minute"``; ``"off"``.
+    rate_limit: str = "120/minute"
+    #: CDN headers with the visitor's country and region (state), for LDP's ``country``/``st``.
+    geo_country_header: str | None = None
+    geo_region_header: str | None = None
     #: Not a config key: an httpx transport for the Conversions API client (tests, proxies).
     transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
 
