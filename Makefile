@@ -3,18 +3,29 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The demo needs only the package and its fake Pinterest, not the development tools.
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test lint typecheck pytest jstest bench system-deps clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[redis,testing]' -r requirements-dev.txt
-	touch $(STAMP)
+	@# The distribution was called "dedupkit" before 0.1.0 (that name is another project's).
+	$(BIN)/python -m pip uninstall -q -y dedupkit 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e '.[redis,testing,metrics]' -r requirements-dev.txt
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[testing]'
+	touch $(DEMO_STAMP)
 
 ## demo: the storefront on http://127.0.0.1:5000 with an embedded fake Pinterest
-demo: $(STAMP)
-	$(BIN)/python -m demo_site
+## (another port: PORT=5001 make demo)
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
 ## test: system packages (Chromium, redis-server) when we can install them, then the whole suite
 test: system-deps $(STAMP) lint typecheck jstest pytest
