@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import random
 from typing import Any
 
+import phonenumbers
 import pytest
 
 from dedupkit.errors import InvalidEvent
 from dedupkit.event import build_event
-from dedupkit.user_data import UserDataHasher, has_required_identity
+from dedupkit.user_data import UserDataHasher, has_required_identity, phone_normalizer
 
 CHROME_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -194,11 +196,90 @@ def test_valid_pii_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("key", ["emial", "mail", "ip", "user_agent", "epik", "phone_number", "EM"])
-def test_an_unknown_user_key_raises_value_error_naming_the_key(key: str) -> None:
-    with pytest.raises(ValueError, match=repr(key)) as info:
+def test_an_unknown_user_key_raises_invalid_event_naming_the_key(key: str) -> None:
+    with pytest.raises(InvalidEvent, match=repr(key)) as info:
         UserDataHasher().hash({key: "secret-value@example.com"})
 
     assert "secret-value" not in str(info.value)
+
+
+def test_build_event_refuses_an_unknown_user_key_with_invalid_event() -> None:
+    with pytest.raises(InvalidEvent, match="'emial'"):
+        build_event("checkout", user={"emial": "john@example.com", "email": "john@example.com"})
+
+
+class Opaque:
+    """Not text: its str() would be whatever the class says, so it must not be hashed."""
+
+    def __str__(self) -> str:
+        return "john@example.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"email": {"address": "john@example.com"}}, "em"),
+        ({"email": Opaque()}, "em"),
+        ({"email": True}, "em"),
+        ({"phone": 10**70}, "ph"),
+        ({"phone": [["+16505551234"]]}, "ph"),
+        ({"email": ["j@example.com"] * 101}, "em"),
+        ({"client_user_agent": b"Mozilla/5.0"}, "client_user_agent"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_raises_invalid_event_naming_the_field(
+    raw: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=field) as info:
+        UserDataHasher().hash(raw)
+
+    assert "example.com" not in str(info.value)
+
+
+@pytest.mark.parametrize("raw", [["email", "john@example.com"], "email=john@example.com"])
+def test_user_data_that_is_not_a_mapping_raises_invalid_event(raw: Any) -> None:
+    with pytest.raises(InvalidEvent, match="mapping"):
+        UserDataHasher().hash(raw)
+
+
+def test_a_field_name_that_is_not_text_raises_invalid_event() -> None:
+    with pytest.raises(InvalidEvent, match="field names"):
+        UserDataHasher().hash({("email",): "john@example.com"})
+
+
+UNUSABLE_TEXT: list[tuple[str, str, str]] = [
+    ("email", "em", "john\ud800@example.com"),
+    ("first_name", "fn", "Jo\udfffhn"),
+    ("phone", "ph", "+1 650 555 " + "1" * 5000),
+    ("last_name", "ln", "Doe" * 1000),
+    ("client_user_agent", "client_user_agent", "Mozilla/5.0 \ud83d"),
+    ("click_id", "click_id", "dj0y" * 2000),
+]
+
+
+@pytest.mark.parametrize(("key", "field", "raw"), UNUSABLE_TEXT)
+def test_lone_surrogates_and_over_long_values_are_dropped_with_a_warning_naming_the_field(
+    caplog: pytest.LogCaptureFixture, key: str, field: str, raw: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    out = UserDataHasher().hash({key: raw, "em": "jane@example.org"})
+
+    assert out == {"em": [sha256("jane@example.org")]}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert field in warning.getMessage()
+    assert raw[:20] not in logged_text(caplog)
+
+
+def test_an_over_long_phone_number_is_dropped_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed an over-long value")
+
+    monkeypatch.setattr("dedupkit.user_data.phonenumbers.parse", refuse)
+
+    assert UserDataHasher(phone_region="US").hash({"phone": "6" * 100_000}) == {}
 
 
 @pytest.mark.parametrize(
@@ -310,3 +391,69 @@ def test_build_event_uses_the_hasher_it_is_given() -> None:
     )
 
     assert event.to_capi()["user_data"]["ph"] == [sha256("442079460958")]
+
+
+# The phone fast path must give libphonenumber's answer, or defer to it.
+
+
+def libphonenumber_e164(raw: str, region: str | None) -> str | None:
+    """The reference: a full parse, the possible-number check, E.164 without the ``+``."""
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+def phone_inputs(region: str, rng: random.Random) -> list[str]:
+    """What shoppers type: national and international forms, trunk and dialling prefixes."""
+    code = str(phonenumbers.country_code_for_region(region))
+    inputs = []
+    example = phonenumbers.example_number(region)
+    if example is not None:
+        for style in (
+            phonenumbers.PhoneNumberFormat.E164,
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+            phonenumbers.PhoneNumberFormat.NATIONAL,
+        ):
+            inputs.append(phonenumbers.format_number(example, style))
+    for _ in range(12):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(2, 16)))
+        lead = rng.choice(["", "0", "1", "8", "00", "011", code, "0" + code])
+        inputs += [f"+{code}{lead}{digits}", f"{lead}{digits}", f"+{code} ({lead}) {digits}"]
+        inputs.append(f"00{code}-{lead}{digits[:3]}-{digits[3:]}")
+    return inputs
+
+
+def test_the_phone_fast_path_agrees_with_libphonenumber_in_every_region() -> None:
+    rng = random.Random(20240612)
+    disagreements = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for configured in (region, None):
+            normalize = phone_normalizer(configured)
+            for raw in phone_inputs(region, rng):
+                expected = libphonenumber_e164(raw, configured)
+                if normalize(raw) != expected:
+                    disagreements.append((configured, raw, normalize(raw), expected))
+
+    assert disagreements == []
+
+
+def test_the_phone_fast_path_is_taken_for_plain_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What makes the common case fast: no full parse for these (the answers are checked above).
+    normalize = phone_normalizer("US")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("took the full parse")
+
+    monkeypatch.setattr("dedupkit.user_data.phonenumbers.parse", refuse)
+
+    assert normalize("+1 (650) 555-1234") == "16505551234"
+    assert normalize("(650) 555-1234") == "16505551234"
+    assert normalize("+44 7911 123456") == "447911123456"
+    assert normalize("+33 6 12 34 56 78") == "33612345678"
