@@ -20,11 +20,12 @@
   queue.consent = function (granted) {
     queue.push([granted]);
   };
-  // The tag call is made here, so it happens even where dedupkit.js is blocked; dedupkit.js
-  // sends the evidence (tag: 1 when pintrk existed) once it loads.
+  // With the base code on the page the tag call is made here, so it happens even where
+  // dedupkit.js is blocked (tag: 1 tells dedupkit.js so); without it (a drop-in page, whose
+  // tag dedupkit.js loads) the tag is left undefined and dedupkit.js makes the call.
   queue.mirror = function (tagName, data, capiName, pintrk) {
     pintrk = window.pintrk;
-    queue.push(['m', tagName, data, capiName, pintrk ? 1 : 0]);
+    queue.push(['m', tagName, data, capiName, pintrk && 1]);
     pintrk && pintrk('track', tagName, data);
   };
 })(window.dedupkit = window.dedupkit || []);

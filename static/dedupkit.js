@@ -9,7 +9,8 @@
  *   {evidence: 1, event_name, event_id, tag}
  * Entries queued by the inline stub before this file ran:
  *   [name, data, Date, href, id, options]  dedupkit.track
- *   ['m', tagName, data, capiName, tag]    dedupkit.mirror (the stub already called the tag)
+ *   ['m', tagName, data, capiName, tag]    dedupkit.mirror (tag 1: the stub called the tag;
+ *                                          undefined: no tag yet, the loader calls it)
  *   [granted]                              dedupkit.consent
  */
 (function (window, document, location) {

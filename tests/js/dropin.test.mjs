@@ -286,7 +286,17 @@ for (const [variant, files] of Object.entries(FILES)) {
         assert.deepEqual(bodies(page), [{ evidence: 1, event_name: 'checkout', event_id: 'checkout-A-1001', tag: 1 }]);
       });
 
-      test('through the stub without the tag: tag 0', () => {
+      test('through the stub on a drop-in page: the loader makes the tag call with its own tag', () => {
+        const page = makePage({ pintrk: 'missing', attrs: { 'tag-id': TAG_ID } });
+        page.stub();
+        page.dedupkit.mirror('checkout', data, 'checkout');
+        assert.deepEqual(plain(page.dedupkit.slice(-1)), [['m', 'checkout', data, 'checkout', undefined]].map(plain));
+        page.load();
+        assert.deepEqual(queueOf(page), [['load', TAG_ID], ['page'], ['track', 'checkout', data]]);
+        assert.deepEqual(bodies(page), [{ evidence: 1, event_name: 'checkout', event_id: 'checkout-A-1001', tag: 1 }]);
+      });
+
+      test('through the stub without any tag: tag 0', () => {
         const page = makePage({ pintrk: 'missing' });
         page.stub();
         page.dedupkit.mirror('checkout', data, 'checkout');
