@@ -127,7 +127,8 @@ def test_only_the_drop_in_tag_loads_the_tag_and_pairs_with_capi(site: Site, brow
     [tag] = fake.tag_events
     assert (tag.tag_id, tag.event_name, tag.event_id) == (TAG_ID, "addtocart", event_id)
     [conversion] = fake.conversions()
-    assert (conversion.event_id, conversion.sources) == (event_id, {"tag", "capi"})
+    assert conversion.event_id == event_id
+    assert conversion.sources == {"tag", "capi"}
     assert core_scripts(page) == 1
     assert fake.page_calls[0].tag_id == TAG_ID
     site.wait_for_beacons(page, 1)
