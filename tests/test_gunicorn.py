@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dedupkit.testing import FakePinterest
 
 from .conftest import CHROME_UA
 from .support.network import free_port
+from .support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,15 +57,17 @@ def start_gunicorn(fake: FakePinterest, queue_url: str, *, preload: bool) -> tup
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"gunicorn exited: {process.communicate()[0]}")
         try:
-            if httpx.get(f"{url}/dedupkit/dedupkit.js", timeout=1).status_code == 200:
-                return process, url
+            return httpx.get(f"{url}/dedupkit/dedupkit.js", timeout=1).status_code == 200
         except httpx.TransportError:
-            time.sleep(0.05)  # polling for the port to open, with a deadline
+            return False
+
+    if wait_until(serving, timeout=20, every=0.05):
+        return process, url
     process.kill()
     raise AssertionError("gunicorn did not start")
 
@@ -110,12 +112,7 @@ def test_two_workers_deliver_each_event_once(
         # Delivered by the workers' own background senders, not by anything in this test.
         assert fake.wait_for_capi_events(len(ids), timeout=30)
         outbox = open_outbox(queue_url)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            stats = outbox.stats()
-            if stats.pending == stats.in_flight == 0:
-                break
-            time.sleep(0.05)  # polling with a deadline
+        wait_until(lambda: outbox.stats().pending == outbox.stats().in_flight == 0)
     finally:
         if process.poll() is None:
             stop(process)
@@ -142,8 +139,6 @@ def test_stopping_gunicorn_mid_delivery_loses_nothing(tmp_path: Path, fake: Fake
         ad_account_id=fake.ad_account_id, token=fake.token, base_url=fake.api_base_url
     ) as client:
         sender = Sender(outbox, client, lease=0.5)
-        deadline = time.monotonic() + 20
-        while outbox.stats().delivered < len(ids) and time.monotonic() < deadline:
-            if sender.run_once() == 0:
-                time.sleep(0.05)  # waiting out a lease left by a stopped worker
+        # Claims nothing until the leases left by the stopped workers run out.
+        wait_until(lambda: sender.run_once() == 0 and outbox.stats().delivered == len(ids), 20)
     assert set(e["event_id"] for e in fake.capi_events) == set(ids)
