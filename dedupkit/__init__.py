@@ -6,8 +6,6 @@ The Pinterest Tag in the browser and the Conversions API on the server carry one
 
 from __future__ import annotations
 
-import logging
-
 from .client import CapiClient as CapiClient
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DedupKitError as DedupKitError
@@ -20,10 +18,12 @@ from .extension import DedupKit as DedupKit
 from .signals import event_dead as event_dead
 from .signals import event_delivered as event_delivered
 
+#: The one version: pyproject reads it (hatch), the snippet carries the same.
 __version__ = "0.1.0"
 
-# A library logs, the application decides where to: silent unless configured.
-logging.getLogger("dedupkit").addHandler(logging.NullHandler())
+# No NullHandler on the "dedupkit" logger: it would hide every failure from an app that
+# configures no logging. init_app installs dedupkit.logs' handler, which defers to any the
+# app sets up.
 
 __all__ = [
     "CapiClient",

@@ -1,24 +1,52 @@
 """An app configured from DEDUPKIT_* environment variables, as in a deployment.
 
-For subprocesses: `flask --app tests.support.env_app dedupkit …` and
-`gunicorn 'tests.support.env_app:create_app()'`.
+For subprocesses: `flask --app tests.support.env_app dedupkit …`, `flask --app
+tests.support.env_app track-checkout` (a web process's track() and background delivery) and
+`gunicorn 'tests.support.env_app:create_app()'`. ``APP_LOGGING=basic`` configures logging
+the way an app that routes its logs would (``logging.basicConfig`` with an ``APP`` prefix).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
+import click
 from flask import Flask
 
 from dedupkit import DedupKit
+from dedupkit.state import get_state
+
+#: A desktop Chrome: a shopper, not a bot.
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
 
 
 def create_app() -> Flask:
+    if os.environ.get("APP_LOGGING") == "basic":
+        logging.basicConfig(format="APP %(levelname)s %(name)s: %(message)s")
     app = Flask("cli_shop")
     for key, value in os.environ.items():
         if key.startswith("DEDUPKIT_") and key not in ("DEDUPKIT_CONVERSION_TOKEN",):
             app.config[key] = value
     app.config["DEDUPKIT_BACKGROUND_SENDER"] = os.environ.get("DEDUPKIT_BACKGROUND_SENDER") == "1"
     app.config["DEDUPKIT_FLUSH_INTERVAL"] = float(os.environ.get("DEDUPKIT_FLUSH_INTERVAL", "1"))
-    DedupKit(app)
+    kit = DedupKit(app)
+
+    @app.cli.command("track-checkout")
+    @click.argument("order_ids", nargs=-1)
+    def track_checkout(order_ids: tuple[str, ...]) -> None:
+        """Track checkouts as a view would, then stop the background sender (it sends first)."""
+        for order_id in order_ids:
+            kit.track(
+                "checkout",
+                order_id=order_id,
+                value=10,
+                currency="USD",
+                user={"client_ip_address": "198.51.100.7", "client_user_agent": CHROME_UA},
+            )
+        get_state(app).background.stop(timeout=20)
+
     return app
