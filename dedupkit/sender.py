@@ -316,10 +316,11 @@ class Sender:
                 batch.held.append(entry)
             else:
                 if entry.attempts not in delays:
-                    delays[entry.attempts] = self.policy.delay(entry.attempts, retry_after=wait)
+                    delays[entry.attempts] = self.policy.delay(entry.attempts)
                 not_before = now + delays[entry.attempts]
-                # A wait Pinterest asked for does not expire events by itself: the window is
-                # judged when they are claimed again.
+                # A wait Pinterest asked for is the shared pause, which holds these events
+                # too and which ``flask dedupkit resume`` can lift; it does not expire them
+                # by itself: the window is judged when they are claimed again.
                 if wait is None and not_before >= _deadline(entry, self.retry_window):
                     batch.expired.append(entry)
                 else:
