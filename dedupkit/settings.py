@@ -16,9 +16,10 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from flask import Request
@@ -48,7 +49,12 @@ COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: A conversion token is sent in an HTTP header: printable ASCII, no spaces.
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,4096}$")
 #: Tokens that are the documentation's placeholders, not a real token.
-_PLACEHOLDER = re.compile(r"^(pina_?(x+|\.\.\.|your.*|token)?|changeme|xxx+|your[-_]?token)$", re.I)
+_PLACEHOLDER = re.compile(
+    r"^(pina_?(x+|\.\.\.|your.*|token)?|changeme|xxx+|your[-_]?token"
+    # "<your token>", "{token}", and an environment variable that was never expanded
+    r"|<.*>|\{.*\}|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)$",
+    re.I,
+)
 #: Strings that mean yes or no in an environment variable.
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -149,6 +155,7 @@ def load(
     """
     environ = os.environ if environ is None else environ
     _check_known(k for k in config if k.startswith(PREFIX))
+    _warn_unknown(k for k in environ if k.startswith(PREFIX))
     overrides = dict(overrides or {})
     unknown = [name for name in overrides if name not in KEYS.values() and name != "transport"]
     if unknown:
@@ -163,6 +170,7 @@ def load(
             raw = overrides[name]
         elif config.get(PREFIX + key) is not None:
             raw = config[PREFIX + key]
+            _warn_shadowed(key, raw, environ)
         elif PREFIX + key in environ:
             raw = environ[PREFIX + key]
         else:
@@ -197,14 +205,54 @@ def load(
     return settings
 
 
-def _check_known(keys: Any) -> None:
+def _check_known(keys: Iterable[str]) -> None:
     for key in keys:
-        name = key[len(PREFIX) :]
-        if name in KEYS or name in RENAMED:
-            continue
-        close = difflib.get_close_matches(name, list(KEYS), n=1, cutoff=0.6)
-        hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
-        raise ConfigurationError(f"unknown setting {key}{hint} (see the README's table)")
+        if _unknown(key):
+            raise ConfigurationError(
+                f"unknown setting {key}{_closest(key)} (see the README's table)"
+            )
+
+
+def _warn_unknown(keys: Iterable[str]) -> None:
+    # The environment is shared with other programs: a stray variable is not an error, but
+    # a misspelt one must not go unnoticed.
+    for key in sorted(keys):
+        if _unknown(key):
+            logger.warning(
+                "the environment variable %s is no dedupkit setting and is ignored%s",
+                key,
+                _closest(key),
+            )
+
+
+def _unknown(key: str) -> bool:
+    name = key[len(PREFIX) :]
+    return name not in KEYS and name not in RENAMED
+
+
+def _closest(key: str) -> str:
+    close = difflib.get_close_matches(key[len(PREFIX) :], list(KEYS), n=1, cutoff=0.6)
+    return f"; did you mean {PREFIX}{close[0]}?" if close else ""
+
+
+def _warn_shadowed(key: str, value: Any, environ: Mapping[str, str]) -> None:
+    """Say when ``app.config`` hides a different environment value: the variable a
+    deployment sets would otherwise be ignored without a word."""
+    name = PREFIX + key
+    if name not in environ:
+        return
+    try:
+        same = _coerce(key, value, DEFAULTS[key]) == _coerce(key, environ[name], DEFAULTS[key])
+    except ConfigurationError:
+        same = False
+    if same:
+        return
+    # Names only: either value may be a secret.
+    logger.warning(
+        "%s is set in both app.config and the environment, with different values; "
+        "app.config wins. Remove it from app.config to use the environment variable",
+        name,
+    )
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -325,7 +373,15 @@ def _check_queue_url(url: str) -> None:
                 "DEDUPKIT_QUEUE_URL is a Redis URL but the redis client is not installed: "
                 "pip install 'flask-dedupkit[redis]'"
             ) from None
-    elif scheme != "sqlite":
+    elif scheme == "sqlite":
+        # Checked here rather than when the outbox first opens: at the first track().
+        parts = urlsplit(url)
+        if parts.netloc or not parts.path[1:] or parts.query or parts.fragment:
+            raise ConfigurationError(
+                "DEDUPKIT_QUEUE_URL: a SQLite outbox URL is sqlite:///relative/path or "
+                "sqlite:////absolute/path, with no host and no query"
+            )
+    else:
         problem = f"unknown scheme {scheme!r}" if ":" in url else "no scheme"
         raise ConfigurationError(
             f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
