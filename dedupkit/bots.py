@@ -8,16 +8,19 @@ out. The Pinterest in-app browser is a shopper, although generic bot lists have 
 
 Speed: the corpus's ~1,500 patterns joined with ``|`` cost ~500 µs per user agent, because
 the regex engine tries every branch at every position. They are mostly literals, so they are
-merged into a prefix tree (one branch per first character, then per next character, and so
-on) and compiled once: a never-seen user agent is classified in ~10 µs, with no cache.
+merged into a prefix tree (one branch per character, then per next character, and so on) and
+compiled once. Each literal enters the tree at its character rarest in browsers' user agents
+(``Googlebot/`` as ``gbot/`` followed by a look-behind for the whole literal), so the engine
+skips most positions of a browser's user agent without trying any branch: a never-seen user
+agent is classified in ~3-5 µs, with no cache.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
-from functools import cache
 from importlib.resources import files
 from typing import NamedTuple
 
@@ -68,7 +71,7 @@ def is_bot(user_agent: str | None) -> bool:
         return True
     if _PINTEREST_APP[0] in user_agent or _PINTEREST_APP[1] in user_agent:
         return False
-    return _matcher().matches(user_agent[:_MAX_CHARS])
+    return _MATCHER.matches(user_agent[:_MAX_CHARS])
 
 
 def corpus_patterns() -> list[str]:
@@ -92,12 +95,6 @@ class _Matcher(NamedTuple):
         )
 
 
-@cache
-def _matcher() -> _Matcher:
-    # Built on first use, not at import: it reads the corpus and compiles a ~20 KB regex.
-    return compile_patterns([*corpus_patterns(), *EXTRA_PATTERNS])
-
-
 def compile_patterns(patterns: Iterable[str]) -> _Matcher:
     """Compile regexes (Python syntax, case-sensitive) into a matcher equivalent to their union."""
     floating = _Trie()
@@ -110,7 +107,13 @@ def compile_patterns(patterns: Iterable[str]) -> _Matcher:
                 rest.append(alternative)
                 continue
             for is_anchored, literal, tail in heads:
-                (anchored if is_anchored else floating).add(literal, tail)
+                if is_anchored:  # tried at position 0 only: no need to enter elsewhere
+                    anchored.add(literal, tail)
+                    continue
+                start = min(range(len(literal)), key=lambda i: (_BROWSER_CHARS[literal[i]], i))
+                # Enter at the rare character; the look-behind checks the whole literal.
+                guard = f"(?<={re.escape(literal)})" if start else ""
+                floating.add(literal[start:], guard + (f"(?:{tail})" if tail else ""))
     return _Matcher(
         floating=re.compile(floating.regex()),
         anchored=re.compile(anchored.regex()),
@@ -119,7 +122,7 @@ def compile_patterns(patterns: Iterable[str]) -> _Matcher:
 
 
 class _Trie:
-    """Literal prefixes, each followed by a regex tail ("" when the literal is the whole match)."""
+    """Literals, each followed by a regex tail ("" when the literal is the whole match)."""
 
     def __init__(self) -> None:
         self.children: dict[str, _Trie] = {}
@@ -153,6 +156,18 @@ class _Trie:
         return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
+# How often each character appears in browsers' user agents (a few typical ones): the tree
+# is entered at characters rare here, so the regex engine can skip the others.
+_BROWSER_CHARS = Counter(
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0 "
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1 "
+    "Mozilla/5.0 (Linux; Android 14; SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36 "
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7; rv:133.0) Gecko/20100101 Firefox/133.0 "
+    "CriOS/131.0.6778.73 GSA/343.0.695551749"
+)
 _META = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _MAX_VARIANTS = 32
@@ -244,3 +259,7 @@ def _read_atom(pattern: str, i: int) -> tuple[list[str] | None, int]:
     if char in _META:
         return None, i
     return [char], i + 1
+
+
+# Compiled at import (~0.1 s), not on first use: that would be some shopper's request.
+_MATCHER = compile_patterns([*corpus_patterns(), *EXTRA_PATTERNS])
