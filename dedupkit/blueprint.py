@@ -1,26 +1,32 @@
 """The routes: the browser snippet, the endpoint its beacons report to, and the dedup ledger.
 
 Beacons carry no CSRF token: apps using Flask-WTF's ``CSRFProtect`` must
-``csrf.exempt(blueprint)``. Bad input gets a 4xx with a JSON reason, never a 5xx.
+``csrf.exempt(blueprint)``. Bad input gets a 4xx with a JSON reason, never a 5xx. The events
+route is public: each client IP is rate limited (``DEDUPKIT_RATE_LIMIT``), its body parsed with
+bounds (:mod:`dedupkit.beacon`), and conversions need a signed ticket (:mod:`dedupkit.tickets`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .assets import snippet
+from .beacon import parse_beacon
 from .errors import EventNotAllowed, InvalidEvent
-from .intake import Submission, current_visitor, record, set_click_id_cookie
+from .intake import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from .ledger import debug as ledger_view
 from .page_url import MAX_INPUT_LENGTH
+from .ratelimit import RateLimiter, retry_after
 from .state import State, get_state
-from .visitor import clean_click_id
+from .visitor import clean_click_id, client_ip
+
+#: Where init_app keeps the app's events rate limiter (``None`` when the limit is off).
+RATE_LIMITER_KEY = "dedupkit.rate_limiter"
 
 logger = logging.getLogger("dedupkit")
 
@@ -77,16 +83,20 @@ def events() -> Response:
     if request.method == "OPTIONS":
         return _with_cors(Response(status=204))
     state = get_state()
+    _check_rate(state)
     _check_origin(state)
     body = _read_body()
     submission = _submission(body, state)
     visitor = current_visitor(state, _raw_page_url(body))
     try:
         recorded = record(state, submission, visitor)
-    except EventNotAllowed as exc:
+    except EventNotAllowed as exc:  # TicketRefused too
         _reject(403, str(exc))
     except InvalidEvent as exc:
         _reject(400, str(exc))
+    if submission.ticket is not None and recorded.outcome is Outcome.DUPLICATE:
+        # One ticket, one conversion: a replay is refused, and nothing more was queued.
+        _reject(409, f"ticket already used: event {recorded.event.event_id!r} is recorded once")
     response = _with_cors(jsonify(status=recorded.status, event_id=recorded.event.event_id))
     response.status_code = 202
     if visitor.click_id and visitor.click_id_from_url:
@@ -104,6 +114,9 @@ def _submission(body: dict[str, Any], state: State) -> Submission:
     if page_url is None:
         page_url = request.referrer
     click_id = body.get("click_id")
+    ticket = body.get("ticket")
+    if ticket is not None and not isinstance(ticket, str):
+        _reject(400, "ticket must be a string")
     return Submission(
         _required_string(body, "event_name"),
         data,
@@ -113,6 +126,8 @@ def _submission(body: dict[str, Any], state: State) -> Submission:
         from_browser=True,
         page_click_id=clean_click_id(click_id) if isinstance(click_id, str) else None,
         page_consent=body.get("consent") in (1, True),
+        ticket=ticket,
+        page_gpc=body.get("gpc") in (1, True),
     )
 
 
@@ -124,12 +139,9 @@ def _read_body() -> dict[str, Any]:
     if len(raw) > MAX_BODY_BYTES:
         _reject(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        _reject(400, "body must be a JSON object (sent as text/plain or application/json)")
-    if not isinstance(body, dict):
-        _reject(400, "body must be a JSON object")
-    return body
+        return parse_beacon(raw)
+    except InvalidEvent as exc:
+        _reject(400, str(exc))
 
 
 def _required_string(body: dict[str, Any], key: str) -> str:
@@ -153,6 +165,25 @@ def _event_time(value: object, retry_window: float) -> int:
     if now - retry_window < value <= now + MAX_CLOCK_AHEAD:
         return min(int(value), now)
     return now
+
+
+def _check_rate(state: State) -> None:
+    limiter: RateLimiter | None = current_app.extensions.get(RATE_LIMITER_KEY)
+    if limiter is None:
+        return
+    # The visitor's IP as dedupkit sees it (the CDN's header when configured); behind a
+    # proxy without ProxyFix every client shares the proxy's address, and its bucket.
+    client = client_ip(request, state.settings.client_ip_header) or "unknown"
+    wait = limiter.take(client)
+    if wait:
+        seconds = retry_after(wait)
+        response = jsonify(
+            error=f"too many events from this client: at most {limiter.burst} per "
+            f"{limiter.period:g} s; retry in {seconds} s"
+        )
+        response.status_code = 429
+        response.headers["Retry-After"] = str(seconds)
+        abort(_with_cors(response))
 
 
 def _allowed_origins(state: State) -> set[str]:

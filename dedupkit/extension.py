@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, has_request_context, request
 
+from . import privacy, tickets, visitor_token
 from . import settings as settings_module
-from .blueprint import blueprint
+from .blueprint import RATE_LIMITER_KEY, blueprint
 from .cli import cli
+from .errors import ConfigurationError
 from .event import Event
 from .intake import Submission, current_visitor, record, remember_click_id, start_delivery
+from .page_url import clean_page_url
+from .ratelimit import limiter_for
+from .settings import Settings
 from .state import EXTENSION_KEY, State, get_state
 from .templating import TemplateHelpers
 
@@ -45,8 +51,10 @@ class DedupKit:
                 "A 'DedupKit' instance is already registered on this app; create it once "
                 "and call init_app once per app."
             )
-        settings = settings_module.load(app.config, overrides={**self._overrides, **overrides})
+        settings = _load_settings(app, {**self._overrides, **overrides})
+        limiter = limiter_for(settings.rate_limit)
         app.extensions[EXTENSION_KEY] = State(app, settings)
+        app.extensions[RATE_LIMITER_KEY] = limiter
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
         app.before_request(start_delivery)
@@ -61,6 +69,7 @@ class DedupKit:
         event_time: int | float | None = None,
         event_source_url: str | None = None,
         user: Mapping[str, Any] | None = None,
+        visitor: str | None = None,
         **event_data: Any,
     ) -> Event:
         """Record a conversion for the Conversions API and return it for the tag.
@@ -71,11 +80,24 @@ class DedupKit:
         Tracking the same (name, event_id) twice sends one event. Returns at once: delivery
         happens in the background and its problems never raise here.
 
-        :raises InvalidEvent: for an unknown event name or malformed data, naming it.
+        ``visitor``, a :meth:`visitor_token` captured in the shopper's request, makes the
+        event the shopper's: their click id, IP, user agent, consent and page, and none of
+        the current request's. It is meant for webhooks, which are requests too, but from
+        the payment provider; so it is accepted inside a request, and replaces its visitor.
+
+        :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
+            (:class:`~dedupkit.visitor_token.InvalidVisitorToken`) for a visitor token that
+            is altered, truncated, signed with another key or expired.
         """
         state = get_state()
         in_request = has_request_context()
-        if in_request and event_source_url is None:
+        shopper = None
+        if visitor is not None:
+            keys = tickets.signing_keys(state.app, state.settings)
+            shopper = visitor_token.restore(keys, visitor)
+            if event_source_url is None:
+                event_source_url = shopper.page_url
+        elif in_request and event_source_url is None:
             event_source_url = request.url
         submission = Submission(
             name,
@@ -85,8 +107,74 @@ class DedupKit:
             event_source_url=event_source_url,
             user=user or {},
         )
-        visitor = current_visitor(state) if in_request else None
-        return record(state, submission, visitor).event
+        if shopper is None and in_request:
+            shopper = current_visitor(state)
+        return record(state, submission, shopper).event
+
+    def ticket(
+        self,
+        name: str,
+        *,
+        order_id: str | int,
+        value: Any = None,
+        currency: str | None = None,
+        event_id: str | None = None,
+        expires_in: float = tickets.DEFAULT_EXPIRES_IN,
+    ) -> str:
+        """A signed ticket that lets the browser report this one event (a SPA's checkout).
+
+        The page passes it on: ``dedupkit.track('checkout', data, {ticket: t, event_id: id})``;
+        ``POST {prefix}/events`` then accepts the event, once, if its name, event_id, value,
+        currency and order id are the signed ones and the ticket has not expired.
+
+        :param event_id: default ``"<capi name>-<order id>"``, the id :meth:`track` gives it.
+        :raises ConfigurationError: when no signing key is set (``DEDUPKIT_SECRET_KEY`` or
+            ``SECRET_KEY``).
+        :raises InvalidEvent: for an unknown name or a malformed value, currency or order id.
+        """
+        state = get_state()
+        return tickets.mint(
+            tickets.signing_keys(state.app, state.settings),
+            state.names,
+            name,
+            order_id=order_id,
+            value=value,
+            currency=currency,
+            event_id=event_id,
+            expires_in=expires_in,
+        )
+
+    def visitor_token(self) -> str:
+        """The current visitor, signed, for a conversion confirmed later out of band.
+
+        Keep it with the order or pass it as payment metadata (at most 500 URL-safe
+        characters, within Stripe's metadata limit); the webhook then calls
+        ``kit.track("checkout", order_id=…, value=…, visitor=token)``. Valid 7 days.
+
+        :raises RuntimeError: outside a request: there is no visitor to capture.
+        :raises ConfigurationError: when no signing key is set.
+        """
+        if not has_request_context():
+            raise RuntimeError("kit.visitor_token() captures the visitor of the current request")
+        state = get_state()
+        keys = tickets.signing_keys(state.app, state.settings)
+        return visitor_token.capture(keys, current_visitor(state), clean_page_url(request.url))
+
+
+def _load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
+    # DEDUPKIT_CONSENT holds a callable, which settings.load() does not pass through yet:
+    # it is set aside, and put into the settings after loading them.
+    hook = overrides.pop("consent", None) or app.config.get("DEDUPKIT_CONSENT")
+    config = {k: v for k, v in app.config.items() if k != "DEDUPKIT_CONSENT"}
+    settings = settings_module.load(config, overrides=overrides)
+    if hook is not None:
+        settings = dataclasses.replace(settings, consent=hook)
+    if settings.consent is not None and not callable(settings.consent):
+        raise ConfigurationError(
+            "DEDUPKIT_CONSENT must be a callable (request) -> True | False | None"
+        )
+    privacy.check_mode(settings.gpc)
+    return settings
 
 
 __all__ = ["DedupKit"]

@@ -16,13 +16,14 @@ from typing import Any
 
 from flask import Response, g, request
 
+from . import privacy, tickets
 from .bots import is_bot
-from .errors import EventNotAllowed, InvalidEvent
+from .errors import ConfigurationError, EventNotAllowed, InvalidEvent
 from .event import Event, build_event
 from .limits import check_capi_event
 from .page_url import clean_page_url
 from .state import State, Stored, get_state
-from .user_data import has_required_identity, sha256_hex
+from .user_data import has_required_identity
 from .visitor import Consent, Visitor, read_visitor
 
 logger = logging.getLogger("dedupkit")
@@ -49,6 +50,8 @@ class SkipReason(str, enum.Enum):
     NO_CONSENT = "no_consent"
     BOT = "bot"
     NO_IDENTITY = "no_identity"
+    #: The visitor sent a GPC signal and ``DEDUPKIT_GPC = "opt_out"``.
+    GPC_OPT_OUT = "gpc_opt_out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class Submission:
     :param from_browser: reported by a beacon: only :attr:`State.browser_events` may be.
     :param page_click_id: the click id the page saw, used when the request has none.
     :param page_consent: the page granted consent (a drop-in page on another site).
+    :param ticket: the server's signed permission for an event outside ``BROWSER_EVENTS``.
+    :param page_gpc: the page reported ``navigator.globalPrivacyControl``.
     """
 
     name: str
@@ -87,6 +92,8 @@ class Submission:
     from_browser: bool = False
     page_click_id: str | None = None
     page_consent: bool = False
+    ticket: str | None = None
+    page_gpc: bool = False
 
 
 def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
@@ -94,26 +101,39 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
 
     :param visitor: the request's visitor, ``None`` outside a request (a worker, a webhook).
     :raises UnknownEventName: for a name that is no Pinterest, custom or advertiser event.
-    :raises EventNotAllowed: for a browser-reported event outside ``BROWSER_EVENTS``.
+    :raises EventNotAllowed: for a browser-reported event outside ``BROWSER_EVENTS`` that
+        carries no ticket; :class:`~dedupkit.tickets.TicketRefused` for a ticket that is
+        forged, expired or signed for another event (any event that carries one).
     :raises InvalidEvent: for malformed data, naming the field; outside a request also for
         an event without the identity Pinterest needs.
     """
     name = state.names.resolve(submission.name)
-    if submission.from_browser and name.capi not in state.browser_events:
+    if (
+        submission.from_browser
+        and name.capi not in state.browser_events
+        and submission.ticket is None
+    ):
         # Purchases and sign-ups must come from the server, which knows they happened;
         # otherwise anyone could post conversions.
         raise EventNotAllowed(
-            f"event {name.capi!r} cannot be reported from the browser: track it on the server "
-            "with kit.track(), or add it to DEDUPKIT_BROWSER_EVENTS"
+            f"event {name.capi!r} cannot be reported from the browser without a ticket: "
+            "pass {ticket: …} from kit.ticket(), track it on the server with kit.track(), "
+            "or add it to DEDUPKIT_BROWSER_EVENTS"
         )
     user = visitor_user_data(visitor, state.settings.hash_pin_unauth) if visitor else {}
     if submission.page_click_id and "click_id" not in user:
         # A page on another subdomain sees a cookie this host cannot: trust what it saw.
         user["click_id"] = submission.page_click_id
     user.update(submission.user)
+    gpc = submission.page_gpc or (visitor is not None and visitor.gpc)
+    treatment = privacy.treatment(state.settings.gpc, gpc)
+    data: Mapping[str, Any] = submission.data
+    if treatment is privacy.Treatment.LDP:
+        data = privacy.ldp_data(data)
+        user = privacy.ldp_user(user, visitor)
     event = build_event(
         name.capi,
-        submission.data,
+        data,
         names=state.names,
         hasher=state.hasher,
         event_id=submission.event_id,
@@ -123,8 +143,13 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         partner_name=state.settings.partner_name,
         require_identity=False,
     )
+    if submission.ticket is not None:
+        _check_ticket(state, submission.ticket, event)
     if not state.enabled:
         return Recorded(event, Outcome.DISABLED)
+    if treatment is privacy.Treatment.OPT_OUT:
+        state.record_skip(SkipReason.GPC_OPT_OUT.value)
+        return Recorded(event, Outcome.SKIPPED, SkipReason.GPC_OPT_OUT)
     reason = _skip_reason(state, event, visitor, submission.page_consent)
     if reason is not None:
         state.record_skip(reason.value)
@@ -134,6 +159,15 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
     check_capi_event(payload)
     stored = state.store(payload)
     return Recorded(event, _OUTCOMES[stored])
+
+
+def _check_ticket(state: State, ticket: str, event: Event) -> None:
+    try:
+        keys = tickets.signing_keys(state.app, state.settings)
+    except ConfigurationError:
+        logger.warning("a beacon carried a ticket but no signing key is set (DEDUPKIT_SECRET_KEY)")
+        raise tickets.TicketRefused("this server cannot verify tickets") from None
+    tickets.verify(keys, ticket, event)
 
 
 _OUTCOMES = {
@@ -182,6 +216,9 @@ def current_visitor(state: State, page_url: str | None = None) -> Visitor:
             click_cookie=s.click_id_cookie,
             consent_cookie=s.consent_cookie,
             page_url=page_url,
+            consent_hook=s.consent,
+            country_header=s.geo_country_header,
+            region_header=s.geo_region_header,
         )
     return cache[page_url]
 
@@ -193,10 +230,10 @@ def visitor_user_data(visitor: Visitor, hash_pin_unauth: bool) -> dict[str, Any]
         "client_user_agent": visitor.user_agent,
         "click_id": visitor.click_id,
     }
-    if hash_pin_unauth and visitor.pin_unauth:
+    if hash_pin_unauth and visitor.external_id:
         # Pinterest's own Magento and Salesforce plugins send sha256(_pin_unauth) as
         # external_id: it ties server events to the tag's anonymous visitor.
-        data["external_id"] = sha256_hex(visitor.pin_unauth)
+        data["external_id"] = visitor.external_id
     return {k: v for k, v in data.items() if v}
 
 
@@ -215,7 +252,10 @@ def set_click_id_cookie(response: Response, state: State, click_id: str) -> None
 
 
 def remember_click_id(response: Response) -> Response:
-    """``after_request``: keep a landing page's ``epik`` in the first-party cookie."""
+    """``after_request``: keep a landing page's ``epik`` in the first-party cookie, and say
+    which CDN geo headers the page's HTML depended on (``dedupkit.head()`` with LDP)."""
+    for header in sorted(g.get("_dedupkit_vary", ())):
+        response.vary.add(header)
     if "epik" in request.args:
         state = get_state()
         visitor = current_visitor(state)

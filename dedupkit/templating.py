@@ -7,15 +7,21 @@ so no event value can close the ``<script>`` it is written into.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from flask import has_request_context, url_for
+from flask import g, has_request_context, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
+from . import privacy, tickets
 from .assets import snippet, static_file
 from .event import Event
 from .intake import current_visitor
 from .state import get_state
+from .user_data import sha256_hex
+
+#: ``g`` key: CDN geo headers this response's HTML depends on (``Vary``, see intake).
+VARY_KEY = "_dedupkit_vary"
 
 # Pinterest's base code (pinterest.md §8.1), with the core.js injection behind a consent test
 # run in the browser: the HTML is then the same for every visitor, so a full-page cache cannot
@@ -84,6 +90,8 @@ class TemplateHelpers:
             "data-consent-cookie": consent_cookie,
             "data-cookie-domain": s.cookie_domain,
             "data-custom-names": " ".join(sorted(state.names.advertiser_defined)) or None,
+            "data-gpc": s.gpc,
+            **_ldp_geo_attributes(),
         }
         rendered = "".join(
             f' {name}="{escape(value)}"' for name, value in attrs.items() if value is not None
@@ -102,10 +110,60 @@ class TemplateHelpers:
         state = get_state()
         if not state.enabled:
             return Markup("")
-        if has_request_context() and not current_visitor(state).may_send(
-            state.settings.require_consent
-        ):
-            return Markup("")
+        if has_request_context():
+            visitor = current_visitor(state)
+            if not visitor.may_send(state.settings.require_consent):
+                return Markup("")
+            treatment = privacy.treatment(state.settings.gpc, visitor.gpc)
+            if treatment is privacy.Treatment.OPT_OUT:
+                return Markup("")  # the server did not send it either
         name = htmlsafe_json_dumps(event.tag_name)
         data = htmlsafe_json_dumps(event.to_pintrk())
-        return Markup(f"<script>window.pintrk&&window.pintrk('track',{name},{data});</script>")
+        calls = f"window.pintrk('track',{name},{data})"
+        if privacy.is_ldp(event.custom_data):
+            # The same flag and hashed st/country as the CAPI copy, set before the event.
+            ldp = htmlsafe_json_dumps(privacy.ldp_tag_settings(event.user_data))
+            calls = f"(window.pintrk('set',{ldp}),{calls})"
+        return Markup(f"<script>window.pintrk&&{calls};</script>")
+
+    def ticket(
+        self,
+        name: str,
+        *,
+        order_id: str | int,
+        value: Any = None,
+        currency: str | None = None,
+        event_id: str | None = None,
+        expires_in: float = tickets.DEFAULT_EXPIRES_IN,
+    ) -> str:
+        """``kit.ticket(…)`` for templates: ``{{ dedupkit.ticket('checkout', …)|tojson }}``."""
+        state = get_state()
+        return tickets.mint(
+            tickets.signing_keys(state.app, state.settings),
+            state.names,
+            name,
+            order_id=order_id,
+            value=value,
+            currency=currency,
+            event_id=event_id,
+            expires_in=expires_in,
+        )
+
+
+def _ldp_geo_attributes() -> dict[str, str | None]:
+    """``data-ldp-st``/``data-ldp-country`` from the CDN's geo headers, SHA-256 hashed.
+
+    Only with ``DEDUPKIT_GEO_*_HEADER`` set: the HTML then depends on the visitor's region,
+    and the response says so in ``Vary`` so that a cache keeps one copy per region.
+    """
+    state = get_state()
+    s = state.settings
+    headers = [h for h in (s.geo_region_header, s.geo_country_header) if h]
+    if not headers or not has_request_context() or s.gpc != "ldp":
+        return {}
+    g.setdefault(VARY_KEY, set()).update(headers)
+    visitor = current_visitor(state)
+    return {
+        "data-ldp-st": sha256_hex(visitor.region) if visitor.region else None,
+        "data-ldp-country": sha256_hex(visitor.country) if visitor.country else None,
+    }

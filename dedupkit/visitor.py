@@ -12,12 +12,20 @@ import enum
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Request
 
+from .user_data import sha256_hex
+
 logger = logging.getLogger("dedupkit")
+
+#: A site's consent hook (``DEDUPKIT_CONSENT``): ``(request) -> True | False | None``.
+ConsentHook = Callable[[Request], "bool | None"]
+#: A country or region code from a CDN header: ``US``, ``CA``, ``US-CA``.
+_GEO_CODE = re.compile(r"^(?:[A-Za-z]{2}-)?([A-Za-z0-9]{1,3})$")
 
 #: Longest click id kept. Observed epik values are ~100 characters of URL-safe Base64.
 MAX_CLICK_ID_LENGTH = 512
@@ -99,6 +107,43 @@ def _warn_malformed_header(header: str) -> None:
         )
 
 
+def consent_from_hook(hook: ConsentHook | None, request: Request) -> Consent | None:
+    """What the site's consent hook says, ``None`` when it has no answer.
+
+    A hook that raises or answers something else than True, False or None is treated as
+    having no answer (the cookie decides) and logged: a broken CMP integration must not
+    break the page, nor decide for the visitor.
+    """
+    if hook is None:
+        return None
+    try:
+        answer = hook(request)
+    except Exception as exc:
+        # The type only: the message of a CMP's exception may carry the visitor's data.
+        logger.warning(
+            "DEDUPKIT_CONSENT raised %s; using the consent cookie instead", type(exc).__name__
+        )
+        return None
+    if answer is True:
+        return Consent.GRANTED
+    if answer is False:
+        return Consent.DENIED
+    if answer is not None:
+        logger.warning(
+            "DEDUPKIT_CONSENT returned a %s, not True, False or None; using the consent cookie",
+            type(answer).__name__,
+        )
+    return None
+
+
+def geo_code(value: str | None) -> str | None:
+    """A country or region code from a CDN header, lowercase (``US-CA`` gives ``ca``)."""
+    if not value:
+        return None
+    match = _GEO_CODE.match(value.strip()[:16])
+    return match.group(1).lower() if match else None
+
+
 def consent_from_cookie(value: str | None) -> Consent:
     if value == "1":
         return Consent.GRANTED
@@ -120,6 +165,22 @@ class Visitor:
     #: Pinterest's own first-party visitor cookie, if the tag set one.
     pin_unauth: str | None
     consent: Consent
+    #: The browser sent ``Sec-GPC: 1`` (or the page reported ``navigator.globalPrivacyControl``).
+    gpc: bool = False
+    #: Country and region codes from the CDN's geo headers, lowercase, for LDP.
+    country: str | None = None
+    region: str | None = None
+    #: SHA-256 of ``_pin_unauth``, when the cookie itself is not at hand (a visitor token).
+    pin_unauth_sha256: str | None = None
+    #: The page the visitor was on, when restored from a visitor token.
+    page_url: str | None = None
+
+    @property
+    def external_id(self) -> str | None:
+        """``sha256(_pin_unauth)``, as Pinterest's own plugins send it."""
+        if self.pin_unauth:
+            return sha256_hex(self.pin_unauth)
+        return self.pin_unauth_sha256
 
     def with_consent(self, consent: Consent) -> Visitor:
         """The same visitor with another consent state."""
@@ -139,15 +200,27 @@ def read_visitor(
     click_cookie: str,
     consent_cookie: str,
     page_url: str | None = None,
+    consent_hook: ConsentHook | None = None,
+    country_header: str | None = None,
+    region_header: str | None = None,
 ) -> Visitor:
-    """Read the visitor from ``request``; ``page_url`` is the page a beacon reports."""
+    """Read the visitor from ``request``; ``page_url`` is the page a beacon reports.
+
+    Consent: the site's hook first, then the consent cookie.
+    """
     cookie_click = clean_click_id(request.cookies.get(click_cookie))
     url_click = click_id_in_url(page_url) or clean_click_id(request.args.get("epik"))
+    consent = consent_from_hook(consent_hook, request)
+    if consent is None:
+        consent = consent_from_cookie(request.cookies.get(consent_cookie))
     return Visitor(
         ip=client_ip(request, ip_header),
         user_agent=request.headers.get("User-Agent") or None,
         click_id=url_click or cookie_click,
         click_id_from_url=url_click is not None,
         pin_unauth=request.cookies.get("_pin_unauth") or None,
-        consent=consent_from_cookie(request.cookies.get(consent_cookie)),
+        consent=consent,
+        gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+        country=geo_code(request.headers.get(country_header)) if country_header else None,
+        region=geo_code(request.headers.get(region_header)) if region_header else None,
     )
