@@ -45,7 +45,7 @@ def parse_beacon(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")  # strict: encoded surrogates are refused here too
     except UnicodeDecodeError:
-        raise InvalidEvent("body must be UTF-8 text") from None
+        raise InvalidEvent("body must be JSON in UTF-8") from None
     _check_depth(text)
     try:
         body = json.loads(
