@@ -196,7 +196,7 @@ def test_ack_retry_and_dead(box: Outbox) -> None:
         "e2",
         "Invalid event_time",
     )
-    assert (letter.died_at, letter.attempts) == (T0 + 1, 0)
+    assert (letter.died_at, letter.attempts) == (T0 + 1, 1)  # the refused request counts
 
 
 def test_unknown_malformed_and_finished_ids_change_nothing(box: Outbox) -> None:

@@ -8,8 +8,10 @@ dead-lettered; a claim whose lease ran out (its process died) can be claimed aga
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +22,17 @@ from ..wire import encode_event
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
 #: bloat the store.
 MAX_MESSAGE_LENGTH = 1000
+#: Upper bounds (seconds) of the delivery-lag histogram, from ``event_time`` to the ack; the
+#: one-hour dedup deadline is one of them.
+LAG_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
+#: Skipped events remembered one by one (:meth:`Outbox.recent_skips`); counters are kept for all.
+SKIPS_KEPT = 500
+#: Tag evidence remembered at most, and for how long: forged beacons cannot grow the store
+#: beyond this, and evidence outlives the entries it is about no longer than they are kept.
+EVIDENCE_KEPT = 100_000
+EVIDENCE_TTL = 7 * 24 * 3600.0
+#: The outcome counter of puts that found their ``(event_name, event_id)`` already stored.
+DUPLICATE = "duplicate"
 
 
 class EntryState(enum.Enum):
@@ -109,6 +122,44 @@ def as_offline_text(raw: str) -> str:
     return encode_event(payload)
 
 
+def summary_of(payload: Mapping[str, Any]) -> tuple[str, float | None, str | None]:
+    """What coverage needs of a payload, stored beside it so that no payload is decoded:
+    ``(",em,click_id,", value, currency)`` (the ``user_data`` keys with a value, comma-framed
+    so that ``",em,"`` finds a key), ``custom_data.value`` as a number and its currency."""
+    user = payload.get("user_data")
+    keys = [str(k) for k, v in user.items() if v] if isinstance(user, Mapping) else []
+    custom = payload.get("custom_data")
+    value: float | None = None
+    currency: str | None = None
+    if isinstance(custom, Mapping):
+        try:
+            raw = custom.get("value")
+            value = None if raw is None or isinstance(raw, bool) else float(raw)
+        except (TypeError, ValueError):
+            value = None
+        if value is not None and not math.isfinite(value):
+            value = None
+        cur = custom.get("currency")
+        currency = cur[:8] if isinstance(cur, str) and cur else None
+    return "," + ",".join(keys) + ",", value, currency
+
+
+def lag_bucket(lag: float) -> int:
+    """The index in :data:`LAG_BUCKETS` of the first bound ``lag`` fits under (its length
+    for longer lags, the ``+Inf`` bucket)."""
+    return bisect.bisect_left(LAG_BUCKETS, lag)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """One event deliberately not sent (the tag may still have counted it)."""
+
+    at: float
+    reason: str
+    event_name: str | None
+    event_id: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     id: str
@@ -133,6 +184,13 @@ class OutboxStats:
     skipped: Mapping[str, int] = field(default_factory=dict)
     #: The most recent delivery errors, newest first: ``(when, message)``.
     last_errors: Sequence[tuple[float, str]] = ()
+    #: Puts that found their ``(event_name, event_id)`` already stored, ever.
+    duplicates: int = 0
+    #: Delivered events by lag (``event_time`` to ack), one count per :data:`LAG_BUCKETS`
+    #: bound plus the ``+Inf`` one, not cumulative; ever, not only those still kept.
+    lag_counts: Sequence[int] = ()
+    #: The sum of those lags, in seconds.
+    lag_sum: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +204,8 @@ class LedgerEntry:
     event_name: str
     event_id: str
     state: EntryState
-    #: Failed delivery attempts so far (a reclaimed lease is not an attempt).
+    #: Requests that carried the event so far: failed ones, plus the one that delivered it or
+    #: was refused (a reclaimed lease, or a credentials pause, is not an attempt).
     attempts: int
     #: The payload's ``event_time``, ``None`` when it has none.
     event_time: float | None
@@ -158,6 +217,16 @@ class LedgerEntry:
     has_click_id: bool
     #: The ``user_data`` keys present, in payload order, e.g. ``("em", "client_ip_address")``.
     user_fields: tuple[str, ...] = ()
+    #: When the entry was stored (``None`` when the backend did not say).
+    created_at: float | None = None
+    #: ``custom_data.value`` and ``currency`` as sent.
+    value: float | None = None
+    currency: str | None = None
+    #: Delivered with ``?test=true`` (``True``), for real (``False``), or not recorded (``None``).
+    test: bool | None = None
+    #: Tag evidence: the browser said the tag call was made (``True``), that the tag was blocked
+    #: or absent (``False``), or nothing (``None``).
+    tag: bool | None = None
 
 
 def ledger_entry(
@@ -170,17 +239,30 @@ def ledger_entry(
     event_time: float | None,
     updated_at: float,
     last_error: str | None,
+    fields: str | None = None,
+    created_at: float | None = None,
+    value: float | None = None,
+    currency: str | None = None,
+    test: bool | None = None,
+    tag: bool | None = None,
 ) -> LedgerEntry:
-    """A :class:`LedgerEntry` from a stored payload's JSON text; a payload that does not
-    decode still gives its row, with no identity fields."""
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = None
-    user = payload.get("user_data") if isinstance(payload, dict) else None
-    fields = tuple(str(k) for k, v in user.items() if v) if isinstance(user, dict) else ()
-    if event_time is None and isinstance(payload, dict):
-        event_time = event_time_of(payload)
+    """A :class:`LedgerEntry` from what a backend stored: the comma-framed ``fields`` of
+    :func:`summary_of` when it has them, otherwise the payload's JSON text (decoded only
+    then); a payload that does not decode still gives its row, with no identity fields."""
+    if fields is not None:
+        keys = tuple(k for k in fields.split(",") if k)
+    else:
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            framed, value, currency = summary_of(payload)
+            keys = tuple(k for k in framed.split(",") if k)
+            if event_time is None:
+                event_time = event_time_of(payload)
+        else:
+            keys = ()
     return LedgerEntry(
         event_name=event_name,
         event_id=event_id,
@@ -189,8 +271,13 @@ def ledger_entry(
         event_time=event_time,
         updated_at=updated_at,
         last_error=last_error or None,
-        has_click_id="click_id" in fields,
-        user_fields=fields,
+        has_click_id="click_id" in keys,
+        user_fields=keys,
+        created_at=created_at,
+        value=value,
+        currency=currency,
+        test=test,
+        tag=tag,
     )
 
 
@@ -202,8 +289,8 @@ class Outbox(Protocol):
     sender has since claimed cannot reschedule or dead-letter it (the call ignores that id),
     so a stalled sender never undoes the new claimer's work. ``ack()`` is honoured from any
     claim, even over a dead letter: Pinterest did receive the event. Ids that name no entry,
-    or are malformed, are ignored by every method. A reclaim is not an attempt; only
-    ``retry()`` counts one.
+    or are malformed, are ignored by every method. ``attempts`` counts requests that carried
+    the entry: ``retry()``, ``ack()`` and ``dead(sent=True)`` add one; a reclaim does not.
 
     **Errors.** Storage failures are :class:`~dedupkit.errors.OutboxError`; a payload that is
     not an event (see :func:`stored_entry`) or a nonsensical argument is a ``ValueError``.
@@ -213,7 +300,8 @@ class Outbox(Protocol):
         self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
     ) -> bool:
         """Store an event as :func:`~dedupkit.wire.encode_event`'s text; ``False`` if
-        ``(event_name, event_id)`` was already stored.
+        ``(event_name, event_id)`` was already stored (counted in
+        :attr:`OutboxStats.duplicates`).
 
         With ``timeout`` the call waits at most about that many seconds for a lock or a slow
         store, then raises :class:`~dedupkit.errors.OutboxError` (for the request path, which
@@ -223,14 +311,26 @@ class Outbox(Protocol):
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
 
-    def ack(self, ids: Sequence[str]) -> None:
-        """Mark claimed entries delivered (ids from any claim of them)."""
+    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+        """Mark claimed entries delivered (ids from any claim of them); attempts + 1.
+
+        :param test: the request was sent with ``?test=true`` (Pinterest records nothing):
+            kept with each entry for the ledger's *test* verdict; ``None`` records nothing.
+        Each delivery also counts its lag, from ``event_time`` (else the put) to now, in
+        :attr:`OutboxStats.lag_counts`.
+        """
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due again at ``not_before`` (attempts + 1); current claims only."""
 
-    def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
-        """Move entries to the dead letters with ``reason``; current claims only."""
+    def dead(
+        self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
+    ) -> None:
+        """Move entries to the dead letters with ``reason``; current claims only.
+
+        :param sent: the entries were in a request Pinterest refused (attempts + 1); ``False``
+            for those given up without a request (expired at claim, too large to send).
+        """
 
     def pause_until(self) -> float:
         """The shared "no request to Pinterest before" time (0 when none)."""
@@ -253,8 +353,36 @@ class Outbox(Protocol):
     def clear_pause(self) -> None:
         """Lift the pause now, whatever it was (``flask dedupkit resume``, a successful probe)."""
 
-    def record_skip(self, reason: str) -> None:
-        """Count an event that was deliberately not enqueued."""
+    def record_skip(
+        self,
+        reason: str,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Count an event that was deliberately not enqueued; with its name and id it is also
+        remembered among the last :data:`SKIPS_KEPT` (see :meth:`recent_skips`)."""
+
+    def recent_skips(self, limit: int = 100) -> list[Skip]:
+        """Up to ``limit`` of the skipped events recorded with a name and id, newest first."""
+
+    def record_tag(
+        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+    ) -> None:
+        """Remember whether the browser made the tag call for ``(event_name, event_id)``.
+
+        Evidence may come before the entry, or for an entry never stored. ``fired`` once stays
+        fired (a blocked reload does not undo it). Bounded: the oldest evidence goes beyond
+        :data:`EVIDENCE_KEPT` records or after :data:`EVIDENCE_TTL`.
+        """
+
+    def entries_since(self, since: float, *, limit: int = 20_000) -> list[LedgerEntry]:
+        """Entries stored at or after ``since`` (any state), newest first, at most ``limit``,
+        with their tag evidence: what the coverage summary is computed from.
+
+        A backend may have forgotten delivered entries older than a day (Redis).
+        """
 
     def stats(self, *, now: float | None = None) -> OutboxStats: ...
 
@@ -271,10 +399,11 @@ class Outbox(Protocol):
         """How many dead letters :meth:`dead_letters` would list without a limit."""
 
     def recent(self, limit: int = 100) -> list[LedgerEntry]:
-        """Up to ``limit`` entries, the most recently changed first, for the ledger dashboard.
+        """Up to ``limit`` entries, the most recently changed first, for the ledger dashboard,
+        with their tag evidence.
 
-        A backend that does not keep delivered entries (Redis) only counts them in
-        :meth:`stats` and lists what it still holds.
+        Delivered entries are listed while the backend keeps them (SQLite until pruned, Redis
+        for a day).
         """
 
     def replay_dead(

@@ -6,14 +6,22 @@ Keys share the hash tag ``{namespace}`` so that they live in one Redis Cluster s
 
     {ns}:idem:<sha256 of name, event_id>  entry id; SET with a 7-day TTL (Pinterest's max age)
     {ns}:entry:<id>   hash: payload (JSON), name, event_id, event_time, created, attempts,
-                      claims, error, reason, died_at; deleted once acked
+                      claims, error, reason, died_at, and the coverage summary fields, value,
+                      currency; once acked the payload goes, delivered_at and test come, and
+                      the hash expires after DELIVERED_TTL
     {ns}:due          sorted set of pending ids, scored by the time they are due
     {ns}:created      sorted set of pending and in-flight ids, scored by enqueue time
     {ns}:lease        sorted set of in-flight ids, scored by lease expiry
     {ns}:dead         sorted set of dead-letter ids, scored by died_at
+    {ns}:delivered    sorted set of delivered ids, scored by ack time (trimmed: TTL and cap)
+    {ns}:born         sorted set of every id, scored by enqueue time (trimmed: a day and cap)
     {ns}:seq          entry id counter
-    {ns}:stats        hash: delivered
+    {ns}:stats        hash: delivered, duplicate
+    {ns}:lag          hash: delivery-lag histogram, bucket index -> count, and sum
     {ns}:skipped      hash: reason -> count
+    {ns}:skips        capped list of JSON ``[when, reason, event_name, event_id]``, newest first
+    {ns}:tags         hash: "<event_name>\n<event_id>" -> "1" (tag fired) or "0"
+    {ns}:tags_at      sorted set of those fields by when they came (trimmed: TTL and cap)
     {ns}:errors       capped list of JSON ``[when, message]``, newest first
     {ns}:pause        "no request before" time, only ever raised (or cleared)
     {ns}:pause_info   hash: until, reason, kind, token_id of the pause raised last
@@ -51,17 +59,23 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, OutboxError
 from .base import (
+    EVIDENCE_KEPT,
+    EVIDENCE_TTL,
+    LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
+    SKIPS_KEPT,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
     OutboxStats,
     Pause,
+    Skip,
     as_offline_text,
     event_time_of,
     ledger_entry,
     stored_entry,
+    summary_of,
 )
 
 try:
@@ -84,15 +98,30 @@ MAX_ERROR_LENGTH = MAX_MESSAGE_LENGTH
 _CHUNK = 500
 #: Socket timeouts of the client built from the URL (query parameters in the URL win).
 SOCKET_TIMEOUT = 5.0
+#: How long a delivered entry's summary stays (for the ledger and coverage over a day), and
+#: how many are kept at most.
+DELIVERED_TTL = 25 * 3600
+DELIVERED_KEPT = 100_000
+#: The ``born`` index covers this long, and this many entries at most.
+BORN_TTL = 25 * 3600
+BORN_KEPT = 200_000
 
 _PUT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'duplicate', 1)
+  return 0
+end
 local id
 repeat id = redis.call('INCR', KEYS[2]) until redis.call('EXISTS', ARGV[1] .. id) == 0
 redis.call('HSET', ARGV[1] .. id, 'payload', ARGV[2], 'name', ARGV[3], 'event_id', ARGV[4],
-           'created', ARGV[5], 'attempts', 0, 'claims', 0, 'event_time', ARGV[7])
+           'created', ARGV[5], 'attempts', 0, 'claims', 0, 'event_time', ARGV[7],
+           'fields', ARGV[8], 'value', ARGV[9], 'currency', ARGV[10])
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('ZADD', KEYS[4], ARGV[5], id)
+redis.call('ZADD', KEYS[6], ARGV[5], id)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[11])
+local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[12])
+if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1) end
 -- Last, so that a failure above never leaves the key taken without a queued entry.
 redis.call('SET', KEYS[1], id, 'EX', ARGV[6])
 return 1
@@ -128,20 +157,45 @@ end
 return out
 """
 
+# ARGV: entry prefix, now, test ('', '0', '1'), TTL, trim cutoff, cap, lag bounds, ids...
+# The payload goes (it was sent); the summary stays for the ledger and coverage.
 _ACK = """
-local n = 0
-for i = 2, #ARGV do
+local bounds = {}
+for b in string.gmatch(ARGV[7], '[^,]+') do bounds[#bounds + 1] = tonumber(b) end
+local now = tonumber(ARGV[2])
+local n, total = 0, 0
+for i = 8, #ARGV do
   local id = ARGV[i]
   if redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[4], id) then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZREM', KEYS[4], id)
-    redis.call('DEL', ARGV[1] .. id)
+    local key = ARGV[1] .. id
+    local f = redis.call('HMGET', key, 'event_time', 'created')
+    local born = tonumber(f[1] or '') or tonumber(f[2] or '') or now
+    local lag = math.max(0, now - born)
+    local bucket = #bounds
+    for j = 1, #bounds do
+      if lag <= bounds[j] then bucket = j - 1 break end
+    end
+    redis.call('HINCRBY', KEYS[7], tostring(bucket), 1)
+    total = total + lag
+    redis.call('HDEL', key, 'payload', 'error', 'reason', 'died_at')
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'delivered_at', ARGV[2], 'test', ARGV[3])
+    redis.call('EXPIRE', key, ARGV[4])
+    redis.call('ZADD', KEYS[6], ARGV[2], id)
     n = n + 1
   end
 end
-if n > 0 then redis.call('HINCRBY', KEYS[5], 'delivered', n) end
+if n > 0 then
+  redis.call('HINCRBY', KEYS[5], 'delivered', n)
+  redis.call('HINCRBYFLOAT', KEYS[7], 'sum', string.format('%.6f', total))
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[5])
+  local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[6])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1) end
+end
 return n
 """
 
@@ -189,9 +243,10 @@ return #ids
 _DEAD = (
     _HELD
     + """
-local ids = held(6)
+local ids = held(7)
 for _, id in ipairs(ids) do
   redis.call('HSET', ARGV[1] .. id, 'reason', ARGV[3], 'died_at', ARGV[2])
+  redis.call('HINCRBY', ARGV[1] .. id, 'attempts', tonumber(ARGV[6]))
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
@@ -259,9 +314,31 @@ if limit > 0 then return out end
 return count
 """
 
-# The newest live (by enqueue time) and dead (by death time) entries, merged, cut to the
-# limit, and only then read: at most 2 * limit ids and limit hashes per call.
-_RECENT = """
+# One ledger row: state, score, then the fields below (the payload only when the entry has
+# no summary), and its tag evidence. KEYS[3] is the lease set, KEYS[4] the evidence hash.
+_ROW = """
+local FIELDS = {'name', 'event_id', 'attempts', 'event_time', 'error', 'reason', 'payload',
+                'fields', 'created', 'value', 'currency', 'test'}
+local function row(out, id, state, score)
+  local f = redis.call('HMGET', ARGV[1] .. id, unpack(FIELDS))
+  if not f[1] or not (f[7] or f[8]) then return false end
+  if state == 'live' then
+    state = redis.call('ZSCORE', KEYS[3], id) and 'in_flight' or 'pending'
+  end
+  if f[8] then f[7] = '' end
+  out[#out + 1] = state
+  out[#out + 1] = score
+  for j = 1, #FIELDS do out[#out + 1] = f[j] or '' end
+  out[#out + 1] = redis.call('HGET', KEYS[4], f[1] .. '\\n' .. f[2]) or ''
+  return true
+end
+"""
+
+# The newest live (by enqueue time), delivered and dead (by when they were) entries, merged,
+# cut to the limit, and only then read: at most 3 * limit ids and limit hashes per call.
+_RECENT = (
+    _ROW
+    + """
 local limit = tonumber(ARGV[2])
 local rows = {}
 local function collect(key, state)
@@ -272,25 +349,57 @@ local function collect(key, state)
 end
 collect(KEYS[1], 'live')
 collect(KEYS[2], 'dead')
+collect(KEYS[5], 'delivered')
 table.sort(rows, function(a, b)
   if a[3] ~= b[3] then return a[3] > b[3] end
   return tonumber(a[1]) > tonumber(b[1])
 end)
 local out = {}
 for i = 1, math.min(limit, #rows) do
-  local id, state = rows[i][1], rows[i][4]
-  local f = redis.call('HMGET', ARGV[1] .. id, 'name', 'event_id', 'attempts', 'event_time',
-                       'error', 'reason', 'payload')
-  if f[1] and f[7] then
-    if state == 'live' then
-      state = redis.call('ZSCORE', KEYS[3], id) and 'in_flight' or 'pending'
-    end
-    out[#out + 1] = state
-    out[#out + 1] = rows[i][2]
-    for j = 1, 7 do out[#out + 1] = f[j] or '' end
+  row(out, rows[i][1], rows[i][4], rows[i][2])
+end
+return out
+"""
+)
+
+# Entries enqueued at or after ARGV[2], newest first, at most ARGV[3]: the ``born`` index.
+_SINCE = (
+    _ROW
+    + """
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[2], 'LIMIT', 0,
+                       tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'delivered_at', 'died_at', 'created')
+  if f[1] then
+    row(out, id, 'delivered', f[1])
+  elseif redis.call('ZSCORE', KEYS[2], id) then
+    row(out, id, 'dead', f[2] or f[3] or '0')
+  elseif f[3] then
+    row(out, id, 'live', f[3])
   end
 end
 return out
+"""
+)
+
+# ARGV: evidence field, fired ('1'/'0'), now, cutoff, cap. Fired once stays fired.
+_TAG = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4], 'LIMIT', 0, 100)
+for _, f in ipairs(stale) do
+  redis.call('HDEL', KEYS[1], f)
+  redis.call('ZREM', KEYS[2], f)
+end
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if extra > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[2], extra)
+  for i = 1, #gone, 2 do redis.call('HDEL', KEYS[1], gone[i]) end
+end
+return 1
 """
 
 _RAISE_PAUSE = """
@@ -335,6 +444,38 @@ def _claim_ids(ids: Sequence[str]) -> list[str]:
     return [v for i in range(0, len(pairs), 2) if pairs[i + 1] for v in pairs[i : i + 2]]
 
 
+_ROW_SIZE = 15
+
+
+def _rows(flat: Sequence[Any]) -> list[LedgerEntry]:
+    """Ledger entries from the flat rows of ``_ROW``."""
+    entries = []
+    for i in range(0, len(flat), _ROW_SIZE):
+        state, score, name, event_id, attempts, event_time, error, reason, payload = (
+            _text(v) for v in flat[i : i + 9]
+        )
+        fields, created, value, currency, test, tag = (_text(v) for v in flat[i + 9 : i + 15])
+        entries.append(
+            ledger_entry(
+                payload,
+                event_name=name,
+                event_id=event_id,
+                state=EntryState(state),
+                attempts=int(attempts or 0),
+                event_time=float(event_time) if event_time else None,
+                updated_at=float(score),
+                last_error=reason or error or None,
+                fields=fields or None,
+                created_at=float(created) if created else None,
+                value=float(value) if value else None,
+                currency=currency or None,
+                test=None if test == "" else test == "1",
+                tag=None if tag == "" else tag == "1",
+            )
+        )
+    return entries
+
+
 def _entry_ids(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(_split_ids(ids)[::2]))
 
@@ -372,7 +513,10 @@ class RedisOutbox:
         self._entry = self._prefix + "entry:"
         self._keys = {
             name: self._prefix + name
-            for name in ("seq", "due", "created", "lease", "dead", "stats", "skipped", "errors")
+            for name in (
+                *("seq", "due", "created", "lease", "dead", "stats", "skipped", "errors"),
+                *("delivered", "born", "lag", "skips", "tags", "tags_at"),
+            )
         }
         self._keys["pause"] = self._prefix + "pause"
         self._keys["pause_info"] = self._prefix + "pause_info"
@@ -388,6 +532,8 @@ class RedisOutbox:
         self._dead_letters = register(_DEAD_LETTERS)
         self._raise_pause = register(_RAISE_PAUSE)
         self._recent = register(_RECENT)
+        self._since = register(_SINCE)
+        self._tag = register(_TAG)
 
     def __repr__(self) -> str:
         return f"<RedisOutbox {self.location} namespace={self._namespace!r}>"
@@ -479,10 +625,13 @@ class RedisOutbox:
         digest = hashlib.sha256(json.dumps([name, event_id]).encode()).hexdigest()
         now = time.time() if now is None else now
         keys = [self._prefix + "idem:" + digest, self._keys["seq"]]
-        keys += [self._keys["due"], self._keys["created"]]
+        keys += [self._keys["due"], self._keys["created"], self._keys["stats"], self._keys["born"]]
         event_time = event_time_of(payload)
+        fields, value, currency = summary_of(payload)
         args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
         args.append("" if event_time is None else repr(event_time))
+        args += [fields, "" if value is None else repr(value), currency or ""]
+        args += [_score(now - BORN_TTL, "now"), BORN_KEPT]
         client = None if timeout is None else self._timed_client(timeout)
         return bool(self._run(self._put, "store an event", keys, args, client))
 
@@ -504,12 +653,19 @@ class RedisOutbox:
             for i in range(0, len(flat), 4)
         ]
 
-    def ack(self, ids: Sequence[str]) -> None:
-        """Mark claimed entries delivered (from any claim, even over a dead letter)."""
+    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+        """Mark claimed entries delivered (from any claim, even over a dead letter): their
+        payloads go, their summaries stay :data:`DELIVERED_TTL` for the ledger and coverage."""
         entries = _entry_ids(ids)
         if entries:
-            keys = [self._keys[k] for k in ("due", "created", "lease", "dead", "stats")]
-            self._run(self._ack, "acknowledge events", keys, [self._entry, *entries])
+            now = time.time()
+            names = ("due", "created", "lease", "dead", "stats", "delivered", "lag")
+            keys = [self._keys[k] for k in names]
+            flag = "" if test is None else str(int(test))
+            args = [self._entry, _score(now, "now"), flag, DELIVERED_TTL]
+            args += [_score(now - DELIVERED_TTL, "now"), DELIVERED_KEPT]
+            args += [",".join(map(repr, LAG_BUCKETS)), *entries]
+            self._run(self._ack, "acknowledge events", keys, args)
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due again at ``not_before`` (attempts + 1); current claims only."""
@@ -520,14 +676,16 @@ class RedisOutbox:
             args += [self._error_record(time.time(), error), str(LAST_ERRORS_KEPT), *pairs]
             self._run(self._retry, "reschedule events", keys, args)
 
-    def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
+    def dead(
+        self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
+    ) -> None:
         """Move entries to the dead letters with ``reason``; current claims only."""
         pairs = _claim_ids(ids)
         if pairs:
             now = time.time() if now is None else now
             keys = [self._keys[k] for k in ("lease", "dead", "created", "errors")]
             args = [self._entry, _score(now, "now"), reason[:MAX_ERROR_LENGTH]]
-            args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), *pairs]
+            args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), str(int(sent)), *pairs]
             self._run(self._dead, "dead-letter events", keys, args)
 
     def pause_until(self) -> float:
@@ -570,10 +728,46 @@ class RedisOutbox:
         with self._failing("clear the pause"):
             self._redis().delete(self._keys["pause"], self._keys["pause_info"])
 
-    def record_skip(self, reason: str) -> None:
-        """Count an event that was deliberately not enqueued."""
+    def record_skip(
+        self,
+        reason: str,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Count a skipped event; with its name or id, remember it among the last few."""
         with self._failing("count a skipped event"):
-            self._redis().hincrby(self._keys["skipped"], reason, 1)
+            pipe = self._redis().pipeline(transaction=True)
+            pipe.hincrby(self._keys["skipped"], reason, 1)
+            if event_name is not None or event_id is not None:
+                when = time.time() if now is None else now
+                pipe.lpush(self._keys["skips"], json.dumps([when, reason, event_name, event_id]))
+                pipe.ltrim(self._keys["skips"], 0, SKIPS_KEPT - 1)
+            pipe.execute()
+
+    def recent_skips(self, limit: int = 100) -> list[Skip]:
+        """The skipped events recorded with a name or id, newest first."""
+        if limit <= 0:
+            return []
+        with self._failing("list skipped events"):
+            found = self._redis().lrange(self._keys["skips"], 0, min(limit, SKIPS_KEPT) - 1)
+        skips = []
+        for item in found:
+            at, reason, name, event_id = json.loads(item)
+            skips.append(Skip(float(at), str(reason), name, event_id))
+        return skips
+
+    def record_tag(
+        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+    ) -> None:
+        """Remember the tag evidence of one event; past ``EVIDENCE_KEPT`` records, or after
+        ``EVIDENCE_TTL``, the oldest go."""
+        now = time.time() if now is None else now
+        keys = [self._keys["tags"], self._keys["tags_at"]]
+        args = [f"{event_name}\n{event_id}", "1" if fired else "0", _score(now, "now")]
+        args += [_score(now - EVIDENCE_TTL, "now"), str(EVIDENCE_KEPT)]
+        self._run(self._tag, "store tag evidence", keys, args)
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = time.time() if now is None else now
@@ -587,7 +781,10 @@ class RedisOutbox:
             pipe.zrange(k["created"], 0, 0, withscores=True)
             pipe.hgetall(k["skipped"])
             pipe.lrange(k["errors"], 0, LAST_ERRORS_KEPT - 1)
-            pending, in_flight, delivered, dead, oldest, skipped, errors = pipe.execute()
+            pipe.hget(k["stats"], "duplicate")
+            pipe.hgetall(k["lag"])
+            pending, in_flight, delivered, dead, oldest, skipped, errors, dups, lag = pipe.execute()
+        lags = {_text(key): _text(value) for key, value in lag.items()}
         last_errors = [(float(w), str(m)) for w, m in (json.loads(e) for e in errors)]
         return OutboxStats(
             pending=int(pending),
@@ -597,6 +794,9 @@ class RedisOutbox:
             oldest_pending_age=max(0.0, now - float(oldest[0][1])) if oldest else None,
             skipped={_text(r): int(n) for r, n in skipped.items()},
             last_errors=last_errors,
+            duplicates=int(dups or 0),
+            lag_counts=[int(lags.get(str(i), 0)) for i in range(len(LAG_BUCKETS) + 1)],
+            lag_sum=float(lags.get("sum", 0.0)),
         )
 
     def dead_letters(
@@ -637,35 +837,28 @@ class RedisOutbox:
         return self._run(self._dead_letters, action, [self._keys["dead"]], args)
 
     def recent(self, limit: int = 100) -> list[LedgerEntry]:
-        """The newest pending, in-flight and dead entries, newest first, at most ``limit``.
+        """The newest entries, newest first, at most ``limit``, with their tag evidence.
 
-        Delivered entries are deleted at ack, so they are only counted (``stats().delivered``)
-        and never listed. Redis keeps no change time for live entries: a pending or in-flight
+        Delivered entries are listed for :data:`DELIVERED_TTL` (their summaries; the payload
+        goes at ack). Redis keeps no change time for live entries: a pending or in-flight
         entry is dated (``updated_at``) and ordered by when it was enqueued, a dead letter by
-        when it died. One read-only script: at most ``2 * limit`` ids and ``limit`` entries.
+        when it died, a delivered one by its ack. One read-only script: at most ``3 * limit``
+        ids and ``limit`` entries.
         """
         if limit <= 0:
             return []
-        keys = [self._keys["created"], self._keys["dead"], self._keys["lease"]]
+        keys = [self._keys[k] for k in ("created", "dead", "lease", "tags", "delivered")]
         flat = self._run(self._recent, "list recent entries", keys, [self._entry, limit])
-        entries = []
-        for i in range(0, len(flat), 9):
-            state, score, name, event_id, attempts, event_time, error, reason, payload = (
-                _text(v) for v in flat[i : i + 9]
-            )
-            entries.append(
-                ledger_entry(
-                    payload,
-                    event_name=name,
-                    event_id=event_id,
-                    state=EntryState(state),
-                    attempts=int(attempts or 0),
-                    event_time=float(event_time) if event_time else None,
-                    updated_at=float(score),
-                    last_error=reason or error or None,
-                )
-            )
-        return entries
+        return _rows(flat)
+
+    def entries_since(self, since: float, *, limit: int = 20_000) -> list[LedgerEntry]:
+        """Entries enqueued at or after ``since``, newest first (delivered ones for
+        :data:`DELIVERED_TTL`); one read-only script over the ``born`` index."""
+        if limit <= 0:
+            return []
+        keys = [self._keys[k] for k in ("born", "dead", "lease", "tags")]
+        args = [self._entry, _score(since, "since"), limit]
+        return _rows(self._run(self._since, "list entries", keys, args))
 
     def replay_dead(
         self,

@@ -16,23 +16,32 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from ..errors import OutboxError
 from .base import (
+    DUPLICATE,
+    EVIDENCE_KEPT,
+    EVIDENCE_TTL,
+    LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
+    SKIPS_KEPT,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
     OutboxStats,
     Pause,
+    Skip,
     as_offline_text,
     event_time_of,
+    lag_bucket,
     ledger_entry,
     stored_entry,
+    summary_of,
 )
 from .sqlite_pool import MAX_IDLE, ConnectionPool
 
@@ -74,18 +83,51 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     event_time REAL,
     claims INTEGER NOT NULL DEFAULT 0,
+    fields TEXT,
+    value REAL,
+    currency TEXT,
+    test INTEGER,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
 CREATE INDEX IF NOT EXISTS outbox_changed ON outbox (changed_at);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    tag INTEGER NOT NULL,
+    at REAL NOT NULL,
+    UNIQUE (event_name, event_id)
+);
+CREATE TABLE IF NOT EXISTS skips (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    event_name TEXT,
+    event_id TEXT
+);
 """
-_SCHEMA_OBJECTS = {"outbox", "outbox_due", "outbox_changed", "meta"}
+_SCHEMA_OBJECTS = {
+    "outbox",
+    "outbox_due",
+    "outbox_changed",
+    "outbox_created",
+    "meta",
+    "evidence",
+    "skips",
+}
 # Columns added after the first release, with how to add them to an older file.
 _LATER_COLUMNS = {
     # Entries stored before keep a NULL event_time, for which the sender reads the payload.
     "event_time": "ALTER TABLE outbox ADD COLUMN event_time REAL",
     "claims": "ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+    # Coverage summary (NULL fields: read the payload) and the test flag of the ack.
+    "fields": "ALTER TABLE outbox ADD COLUMN fields TEXT",
+    "value": "ALTER TABLE outbox ADD COLUMN value REAL",
+    "currency": "ALTER TABLE outbox ADD COLUMN currency TEXT",
+    "test": "ALTER TABLE outbox ADD COLUMN test INTEGER",
 }
 
 # Statuses go into the SQL as the numbers of _Status.
@@ -93,9 +135,10 @@ _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
 
 _PUT = f"""
 INSERT INTO outbox (
-    event_name, event_id, payload, event_time, status, due_at, created_at, changed_at
+    event_name, event_id, payload, event_time, status, due_at, created_at, changed_at,
+    fields, value, currency
 )
-VALUES (?, ?, ?, ?, {_PENDING}, ?, ?, ?)
+VALUES (?, ?, ?, ?, {_PENDING}, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_name, event_id) DO NOTHING
 """
 
@@ -111,8 +154,10 @@ RETURNING id, claims, payload, attempts, event_time
 # A late ack wins over a dead letter written by a sender that reclaimed the entry: Pinterest
 # did receive it.
 _ACK = f"""
-UPDATE outbox SET status = {_DELIVERED}, changed_at = ?, last_error = NULL
-WHERE id = ? AND status != {_DELIVERED}
+UPDATE outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
+    attempts = attempts + 1, test = :test
+WHERE id = :id AND status != {_DELIVERED}
+RETURNING coalesce(event_time, created_at)
 """
 # Only the current claim: a stale sender's late call matches no row.
 _RETRY = f"""
@@ -121,7 +166,7 @@ UPDATE outbox SET status = {_PENDING}, attempts = attempts + 1, due_at = ?, last
 WHERE id = ? AND claims = ? AND status = {_IN_FLIGHT}
 """
 _DEAD_LETTER = f"""
-UPDATE outbox SET status = {_DEAD}, last_error = ?, changed_at = ?
+UPDATE outbox SET status = {_DEAD}, last_error = ?, changed_at = ?, attempts = attempts + ?
 WHERE id = ? AND claims = ? AND status = {_IN_FLIGHT}
 """
 _REPLAY = f"""
@@ -142,11 +187,30 @@ SELECT id, event_name, event_id, last_error, changed_at, attempts FROM outbox {_
 ORDER BY changed_at DESC, id DESC LIMIT :limit
 """
 _COUNT_DEAD = f"SELECT count(*) FROM outbox {_DEAD_FILTER}"
-# Walks the outbox_changed index backwards: the cost is the limit, not the table.
-_RECENT = """
-SELECT event_name, event_id, status, attempts, event_time, changed_at, last_error, payload
-FROM outbox ORDER BY changed_at DESC, id DESC LIMIT ?
+# The columns of a ledger entry, with its tag evidence; the payload only for rows stored
+# before the coverage summary was kept.
+_ENTRY_COLUMNS = """
+o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.last_error,
+CASE WHEN o.fields IS NULL THEN o.payload END, o.fields, o.created_at, o.value, o.currency,
+o.test, e.tag
+FROM outbox o LEFT JOIN evidence e ON e.event_name = o.event_name AND e.event_id = o.event_id
 """
+# Walks the outbox_changed index backwards: the cost is the limit, not the table.
+_RECENT = f"SELECT {_ENTRY_COLUMNS} ORDER BY o.changed_at DESC, o.id DESC LIMIT ?"
+# Walks the outbox_created index backwards from now to ``since``, at most the limit.
+_SINCE = f"""
+SELECT {_ENTRY_COLUMNS} WHERE o.created_at >= ? ORDER BY o.created_at DESC, o.id DESC LIMIT ?
+"""
+# Evidence: fired once stays fired. Past EVIDENCE_KEPT rows the oldest ids go.
+_TAG = """
+INSERT INTO evidence (event_name, event_id, tag, at) VALUES (?, ?, ?, ?)
+ON CONFLICT (event_name, event_id) DO UPDATE SET tag = max(tag, excluded.tag), at = excluded.at
+"""
+_TRIM_EVIDENCE = "DELETE FROM evidence WHERE id <= (SELECT max(id) FROM evidence) - ?"
+_PRUNE_EVIDENCE = "DELETE FROM evidence WHERE at < ?"
+_SKIP = "INSERT INTO skips (at, reason, event_name, event_id) VALUES (?, ?, ?, ?)"
+_TRIM_SKIPS = "DELETE FROM skips WHERE id <= (SELECT max(id) FROM skips) - ?"
+_RECENT_SKIPS = "SELECT at, reason, event_name, event_id FROM skips ORDER BY id DESC LIMIT ?"
 _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 
 # ``pause_until`` alone is what older dedupkits read and raise; ``pause_info`` says why, and
@@ -154,11 +218,17 @@ _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 _PAUSE = "SELECT key, value FROM meta WHERE key IN ('pause_until', 'pause_info')"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _CLEAR_PAUSE = "DELETE FROM meta WHERE key IN ('pause_until', 'pause_info')"
-_COUNT_SKIP = """
-INSERT INTO meta (key, value) VALUES (?, 1)
-ON CONFLICT (key) DO UPDATE SET value = value + 1
+_COUNT = """
+INSERT INTO meta (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = value + excluded.value
 """
 _SKIP_PREFIX = "skipped:"
+_DUPLICATES = "count:" + DUPLICATE
+# The delivery-lag histogram: ``lag:<bucket index>`` counts and ``lag_sum``.
+_LAG_PREFIX = "lag:"
+_COUNTERS = (
+    "SELECT key, value FROM meta WHERE key LIKE 'lag:%' OR key IN ('lag_sum', 'count:duplicate')"
+)
 
 # What to check, by the words of SQLite's message.
 _HINTS = (
@@ -212,16 +282,19 @@ class SQLiteOutbox:
         """
         name, event_id, data = stored_entry(payload)
         now = _now(now)
-        params = (name, event_id, data, event_time_of(payload), now, now, now)
+        params = (name, event_id, data, event_time_of(payload), now, now, now, *summary_of(payload))
         with self._errors("store an event in"), self._pool.connection() as conn:
-            if timeout is None:
-                return conn.execute(_PUT, params).rowcount > 0
-            # For this statement only: the connection goes back to the pool afterwards.
-            conn.execute(f"PRAGMA busy_timeout = {_millis(timeout)}")
+            if timeout is not None:
+                # For these statements only: the connection goes back to the pool afterwards.
+                conn.execute(f"PRAGMA busy_timeout = {_millis(timeout)}")
             try:
-                return conn.execute(_PUT, params).rowcount > 0
+                stored = conn.execute(_PUT, params).rowcount > 0
+                if not stored:
+                    conn.execute(_COUNT, (_DUPLICATES, 1))
+                return stored
             finally:
-                conn.execute(f"PRAGMA busy_timeout = {_millis(self.busy_timeout)}")
+                if timeout is not None:
+                    conn.execute(f"PRAGMA busy_timeout = {_millis(self.busy_timeout)}")
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         if limit < 1:
@@ -237,14 +310,26 @@ class SQLiteOutbox:
             for id_, claims, data, attempts, event_time in rows
         ]
 
-    def ack(self, ids: Sequence[str]) -> None:
-        """Mark entries delivered, from any claim of them (even over a dead letter)."""
+    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+        """Mark entries delivered, from any claim of them (even over a dead letter), and count
+        their lags."""
         rows = [row for row, _ in _parse_ids(ids)]
         if not rows:
             return
         now = time.time()
+        flag = None if test is None else int(test)
         with self._errors("acknowledge events in"), self._transaction() as conn:
-            conn.executemany(_ACK, [(now, row) for row in rows])
+            lags = Counter[int]()
+            total = 0.0
+            for row in rows:
+                hit = conn.execute(_ACK, {"now": now, "test": flag, "id": row}).fetchone()
+                if hit is not None:
+                    lag = max(0.0, now - float(hit[0]))
+                    lags[lag_bucket(lag)] += 1
+                    total += lag
+            if lags:
+                counts = [(f"{_LAG_PREFIX}{index}", n) for index, n in lags.items()]
+                conn.executemany(_COUNT, [*counts, ("lag_sum", total)])
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
@@ -259,7 +344,9 @@ class SQLiteOutbox:
             if cursor.rowcount > 0:
                 self._log_error(conn, now, error)
 
-    def dead(self, ids: Sequence[str], *, reason: str, now: float | None = None) -> None:
+    def dead(
+        self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
+    ) -> None:
         """Dead-letter entries with ``reason``; only ids of their current claim count."""
         claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
         if not claims:
@@ -267,7 +354,7 @@ class SQLiteOutbox:
         now = _now(now)
         with self._errors("dead-letter events in"), self._transaction() as conn:
             cursor = conn.executemany(
-                _DEAD_LETTER, [(reason, now, row, claim) for row, claim in claims]
+                _DEAD_LETTER, [(reason, now, int(sent), row, claim) for row, claim in claims]
             )
             if cursor.rowcount > 0:
                 self._log_error(conn, now, reason)
@@ -304,9 +391,36 @@ class SQLiteOutbox:
         with self._errors("clear the pause in"), self._pool.connection() as conn:
             conn.execute(_CLEAR_PAUSE)
 
-    def record_skip(self, reason: str) -> None:
-        with self._errors("count a skipped event in"), self._pool.connection() as conn:
-            conn.execute(_COUNT_SKIP, (_SKIP_PREFIX + reason,))
+    def record_skip(
+        self,
+        reason: str,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Count a skipped event; with its name or id, remember it among the last few."""
+        with self._errors("count a skipped event in"), self._transaction() as conn:
+            conn.execute(_COUNT, (_SKIP_PREFIX + reason, 1))
+            if event_name is not None or event_id is not None:
+                conn.execute(_SKIP, (_now(now), reason, event_name, event_id))
+                conn.execute(_TRIM_SKIPS, (SKIPS_KEPT,))
+
+    def recent_skips(self, limit: int = 100) -> list[Skip]:
+        """The skipped events recorded with a name or id, newest first."""
+        if limit <= 0:
+            return []
+        with self._errors("read the skipped events of"), self._pool.connection() as conn:
+            rows = conn.execute(_RECENT_SKIPS, (min(limit, SKIPS_KEPT),)).fetchall()
+        return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
+
+    def record_tag(
+        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+    ) -> None:
+        """Remember the tag evidence of one event; the oldest go past ``EVIDENCE_KEPT``."""
+        with self._errors("store tag evidence in"), self._transaction() as conn:
+            conn.execute(_TAG, (event_name, event_id, int(fired), _now(now)))
+            conn.execute(_TRIM_EVIDENCE, (EVIDENCE_KEPT,))
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = _now(now)
@@ -322,6 +436,7 @@ class SQLiteOutbox:
                 )
             }
             errors = _recent_errors(conn)
+            counters = dict(conn.execute(_COUNTERS).fetchall())
         return OutboxStats(
             pending=counts[_Status.PENDING],
             in_flight=counts[_Status.IN_FLIGHT],
@@ -330,6 +445,11 @@ class SQLiteOutbox:
             oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
             skipped=skipped,
             last_errors=[(when, message) for when, message in reversed(errors)],
+            duplicates=int(counters.get(_DUPLICATES) or 0),
+            lag_counts=[
+                int(counters.get(f"{_LAG_PREFIX}{i}") or 0) for i in range(len(LAG_BUCKETS) + 1)
+            ],
+            lag_sum=float(counters.get("lag_sum") or 0.0),
         )
 
     def dead_letters(
@@ -362,19 +482,15 @@ class SQLiteOutbox:
             return []
         with self._errors("read the recent entries of"), self._pool.connection() as conn:
             rows = conn.execute(_RECENT, (limit,)).fetchall()
-        return [
-            ledger_entry(
-                payload,
-                event_name=name,
-                event_id=event_id,
-                state=_STATES[_Status(status)],
-                attempts=attempts,
-                event_time=event_time,
-                updated_at=changed_at,
-                last_error=error,
-            )
-            for name, event_id, status, attempts, event_time, changed_at, error, payload in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    def entries_since(self, since: float, *, limit: int = 20_000) -> list[LedgerEntry]:
+        """Entries stored at or after ``since``, newest first, read through an index."""
+        if limit <= 0:
+            return []
+        with self._errors("read the entries of"), self._pool.connection() as conn:
+            rows = conn.execute(_SINCE, (since, limit)).fetchall()
+        return [_entry(row) for row in rows]
 
     def replay_dead(
         self,
@@ -427,7 +543,8 @@ class SQLiteOutbox:
         if older_than < 0:
             raise ValueError(f"older_than must be positive, got {older_than}")
         cutoff = _now(now) - older_than
-        with self._errors("prune"), self._pool.connection() as conn:
+        with self._errors("prune"), self._transaction() as conn:
+            conn.execute(_PRUNE_EVIDENCE, (min(cutoff, _now(now) - EVIDENCE_TTL),))
             return conn.execute(_PRUNE, (cutoff,)).rowcount
 
     def close(self) -> None:
@@ -522,6 +639,27 @@ class SQLiteOutbox:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_errors', ?)",
             (json.dumps(errors),),
         )
+
+
+def _entry(row: Sequence[Any]) -> LedgerEntry:
+    (name, event_id, status, attempts, event_time, changed_at, error, payload) = row[:8]
+    fields, created_at, value, currency, test, tag = row[8:]
+    return ledger_entry(
+        payload,
+        event_name=name,
+        event_id=event_id,
+        state=_STATES[_Status(status)],
+        attempts=attempts,
+        event_time=event_time,
+        updated_at=changed_at,
+        last_error=error,
+        fields=fields,
+        created_at=created_at,
+        value=value,
+        currency=currency,
+        test=None if test is None else bool(test),
+        tag=None if tag is None else bool(tag),
+    )
 
 
 def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
