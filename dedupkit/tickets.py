@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -71,7 +72,13 @@ class Claims:
             "value": self.value,
             "currency": self.currency,
         }
-        return next((key for key in signed if signed[key] != actual[key]), None)
+        return next((key for key in signed if not _same(key, signed[key], actual[key])), None)
+
+
+def _same(key: str, signed: Any, actual: Any) -> bool:
+    if key == "value" and signed is not None and actual is not None:
+        return Decimal(signed) == Decimal(actual)  # "24.130" is 24.13: one amount
+    return bool(signed == actual)
 
 
 def signing_keys(app: Flask, settings: Settings) -> tuple[bytes, ...]:
@@ -85,7 +92,10 @@ def signing_keys(app: Flask, settings: Settings) -> tuple[bytes, ...]:
     elif app.secret_key:
         current = app.secret_key
         # The app's own rotation list applies to the app's own key.
-        fallbacks = [*settings.secret_key_fallbacks, *app.config.get("SECRET_KEY_FALLBACKS", [])]
+        fallbacks = [
+            *settings.secret_key_fallbacks,
+            *(app.config.get("SECRET_KEY_FALLBACKS") or ()),
+        ]
     else:
         raise ConfigurationError(
             "dedupkit needs a signing key for tickets and visitor tokens: set "
