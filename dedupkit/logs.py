@@ -18,12 +18,15 @@ Warnings are rate-limited by :class:`RateLimit`, keyed on the message template, 
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from .errors import DedupKitError
 
 #: The logger every dedupkit module logs under (``dedupkit``, ``dedupkit.sender``, ...).
 LOGGER_NAME = "dedupkit"
@@ -100,6 +103,13 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return super().handle(record)
 
     def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DedupKitError):
+            # An outbox or configuration failure already says what and where: a traceback
+            # would bury it. A copy, so that another handler still gets the traceback.
+            record = copy.copy(record)
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args, record.exc_info, record.exc_text = (), None, None
         text = super().format(record)
         dropped = getattr(record, "dedupkit_suppressed", 0)
         if dropped:

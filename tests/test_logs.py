@@ -36,6 +36,7 @@ def track_with_wrong_token(fake: FakePinterest, tmp_path: Path, **env: str) -> s
         DEDUPKIT_API_BASE_URL=fake.api_base_url,
         DEDUPKIT_TAG_ID="2612345678901",
         DEDUPKIT_QUEUE_URL=f"sqlite:///{tmp_path}/outbox.sqlite3",
+        APP_INSTANCE_PATH=str(tmp_path),
         DEDUPKIT_BACKGROUND_SENDER="1",
         DEDUPKIT_FLUSH_INTERVAL="0.05",
         **env,

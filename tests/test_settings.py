@@ -164,6 +164,7 @@ def test_flask_routes_runs_without_credentials(tmp_path: Path) -> None:
             **env,
             "PYTHONPATH": str(ROOT),
             "DEDUPKIT_QUEUE_URL": f"sqlite:///{tmp_path}/outbox.sqlite3",
+            "APP_INSTANCE_PATH": str(tmp_path),
         },
         cwd=ROOT,
         capture_output=True,

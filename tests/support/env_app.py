@@ -3,7 +3,8 @@
 For subprocesses: `flask --app tests.support.env_app dedupkit …`, `flask --app
 tests.support.env_app track-checkout` (a web process's track() and background delivery) and
 `gunicorn 'tests.support.env_app:create_app()'`. ``APP_LOGGING=basic`` configures logging
-the way an app that routes its logs would (``logging.basicConfig`` with an ``APP`` prefix).
+the way an app that routes its logs would (``logging.basicConfig`` with an ``APP`` prefix);
+``APP_INSTANCE_PATH`` keeps the instance folder (the memory fallback's spill file) per test.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CHROME_UA = (
 def create_app() -> Flask:
     if os.environ.get("APP_LOGGING") == "basic":
         logging.basicConfig(format="APP %(levelname)s %(name)s: %(message)s")
-    app = Flask("cli_shop")
+    app = Flask("cli_shop", instance_path=os.environ.get("APP_INSTANCE_PATH"))
     for key, value in os.environ.items():
         if key.startswith("DEDUPKIT_") and key not in ("DEDUPKIT_CONVERSION_TOKEN",):
             app.config[key] = value
