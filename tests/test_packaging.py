@@ -1,14 +1,21 @@
-"""The wheel carries the snippet: an installed dedupkit serves it without the source tree."""
+"""The distribution: its name, licence and one version, and a wheel that serves the snippet."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
+from email.parser import Parser
 from pathlib import Path
 
+import dedupkit
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The version the snippet reports (``dedupkit.v`` in the browser).
+SNIPPET_VERSION = re.compile(r"""\bv\s*:\s*['"]([^'"]+)['"]""")
 
 SERVE_SNIPPET = """
 import sys, dedupkit
@@ -23,16 +30,46 @@ sys.stdout.write(response.get_data(as_text=True))
 """
 
 
-def test_the_installed_wheel_serves_the_snippet(tmp_path: Path) -> None:
+def test_the_snippet_carries_the_package_version() -> None:
+    for name in ("dedupkit.js", "dedupkit.min.js"):
+        versions = SNIPPET_VERSION.findall((ROOT / "static" / name).read_text("utf-8"))
+        assert versions == [dedupkit.__version__], f"static/{name}: {versions}"
+
+
+def test_the_installed_wheel_is_flask_dedupkit_and_serves_the_snippet(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--sdist",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(dist),
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
     )
-    [wheel] = dist.glob("dedupkit-*.whl")
+    version = dedupkit.__version__
+    [wheel] = dist.glob("flask_dedupkit-*.whl")
+    assert wheel.name == f"flask_dedupkit-{version}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
+    info = f"flask_dedupkit-{version}.dist-info"
+    assert f"{info}/licenses/LICENSE" in names
+    metadata = Parser().parsestr(zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode())
+    assert (metadata["Name"], metadata["Version"]) == ("flask-dedupkit", version)
+    assert metadata["License-Expression"] == "MIT"
+    assert {"redis", "testing", "metrics"} <= set(metadata.get_all("Provides-Extra"))
+    entry_points = zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    assert "dedupkit = dedupkit.cli:cli" in entry_points
+    [sdist] = dist.glob("flask_dedupkit-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        sdist_names = archive.getnames()
+    for name in ("LICENSE", "CHANGELOG.md", "README.md"):
+        assert f"flask_dedupkit-{version}/{name}" in sdist_names
     assert "dedupkit/static/dedupkit.js" in names
     assert "dedupkit/static/dedupkit-stub.js" in names
     assert "dedupkit/py.typed" in names
@@ -65,4 +102,5 @@ def test_the_installed_wheel_serves_the_snippet(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert served.stdout == (ROOT / "static" / "dedupkit.js").read_text("utf-8")
+    # What is served is the minified twin (dedupkit.assets).
+    assert served.stdout == (ROOT / "static" / "dedupkit.min.js").read_text("utf-8")
