@@ -1,7 +1,8 @@
-"""The dedup ledger at ``{prefix}/debug``: what the outbox holds and what Pinterest answered.
+"""The dedup ledger at ``{prefix}/debug``: was every conversion counted once?
 
-Shows counts, skips, the Retry-After pause, the last errors and the recent events by
-event_id, with the names of the identity fields sent, never their values.
+Shows a verdict per event (:mod:`dedupkit.verdicts`), coverage over the last hour and day with
+a chart (:mod:`dedupkit.coverage`, :mod:`dedupkit.chart`), counts, skipped events, the pause in
+force and the last errors; the identity fields sent by their plain names, never their values.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from typing import Any
 
 from flask import Response, abort, jsonify, render_template, request
 
+from .chart import legend, verdict_chart
+from .coverage import DAY, SCAN_LIMIT, summarize
 from .errors import OutboxError, UnknownEventName
-from .outbox.base import LedgerEntry
+from .outbox.base import LedgerEntry, Skip
 from .settings import redacted_url
 from .state import State, get_state
+from .verdicts import MEANINGS, judge, judge_skip
 
 logger = logging.getLogger("dedupkit")
 
@@ -24,8 +28,29 @@ LEDGER_LIMIT = 100
 MAX_LEDGER_LIMIT = 1000
 #: Skip reasons always shown, even at zero.
 SKIP_REASONS = ("bot", "no_consent", "no_identity")
+#: Skipped events listed one by one.
+SKIPS_LISTED = 20
 #: ``DEDUPKIT_DEBUG_UI`` strings (from the environment) that turn the dashboard on.
 _TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+#: ``user_data`` keys in plain words.
+FIELD_NAMES = {
+    "em": "e-mail",
+    "ph": "phone",
+    "fn": "first name",
+    "ln": "last name",
+    "ge": "gender",
+    "db": "date of birth",
+    "ct": "city",
+    "st": "state",
+    "zp": "zip code",
+    "country": "country",
+    "external_id": "external id",
+    "client_ip_address": "IP address",
+    "client_user_agent": "user agent",
+    "click_id": "click id",
+    "hashed_maids": "mobile ad id",
+    "partner_id": "partner id",
+}
 
 
 def debug_ui_allowed(setting: object) -> bool:
@@ -67,11 +92,21 @@ def debug() -> Response:
         data = ledger(state, limit=limit)
     except OutboxError as exc:
         logger.warning("the ledger dashboard could not read the outbox: %s", exc)
-        abort(503, _scrub(str(exc), state))
+        abort(503, scrub(str(exc), state))
     if fmt == "json":
         response = jsonify(data)
     else:
-        response = Response(render_template("dedupkit/debug.html", ledger=data, human=_human))
+        chart = verdict_chart(data["coverage"]["timeline"])
+        response = Response(
+            render_template(
+                "dedupkit/debug.html",
+                ledger=data,
+                human=_human,
+                chart=chart,
+                legend=legend(),
+                site_url=request.script_root + "/",
+            )
+        )
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
             "frame-ancestors 'none'"
@@ -86,14 +121,25 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
     """The dashboard's data, as JSON-ready values: hashes and field names only."""
     now = time.time() if now is None else now
     outbox = state.outbox
+    test_mode = bool(state.settings.test_mode)
     stats = outbox.stats(now=now)
     entries = outbox.recent(limit)
-    pause_until = outbox.pause_until()
+    pause = outbox.pause(now=now)
+    recent_day = outbox.entries_since(now - DAY, limit=SCAN_LIMIT)
+    skips = outbox.recent_skips(SKIPS_LISTED)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     skipped.update(stats.skipped)
+    coverage = summarize(
+        recent_day, now=now, test_mode=test_mode, sampled=len(recent_day) >= SCAN_LIMIT
+    )
     return {
         "queue": redacted_url(state.queue_url),
         "now": now,
+        "test_mode": test_mode,
+        "headline": coverage["headline"],
+        "coverage": coverage,
+        "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
+        "field_names": FIELD_NAMES,
         "counts": {
             "pending": stats.pending,
             "in_flight": stats.in_flight,
@@ -102,21 +148,32 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         },
         "oldest_pending_age": stats.oldest_pending_age,
         "skipped": skipped,
-        "paused_until": pause_until if pause_until > now else None,
-        "pause_remaining": max(0.0, pause_until - now) if pause_until > now else None,
+        "duplicates": stats.duplicates,
+        "pause": None
+        if pause is None
+        else {
+            "until": pause.until,
+            "remaining": max(0.0, pause.until - now),
+            "reason": scrub(pause.reason, state),
+            "kind": pause.kind,
+        },
+        "paused_until": None if pause is None else pause.until,
+        "pause_remaining": None if pause is None else max(0.0, pause.until - now),
         "last_errors": [
-            {"at": when, "message": _scrub(message, state)} for when, message in stats.last_errors
+            {"at": when, "message": scrub(message, state)} for when, message in stats.last_errors
         ],
-        "entries": [_entry(entry, state, now) for entry in entries],
+        "entries": [_entry(entry, state, now, test_mode) for entry in entries],
+        "skips": [_skip(skip) for skip in skips],
     }
 
 
-def _entry(entry: LedgerEntry, state: State, now: float) -> dict[str, Any]:
+def _entry(entry: LedgerEntry, state: State, now: float, test_mode: bool) -> dict[str, Any]:
     try:
         tag_name = state.names.resolve(entry.event_name).tag
     except UnknownEventName:  # an advertiser-defined name since removed from the settings
         tag_name = None
     born = entry.event_time if entry.event_time is not None else entry.updated_at
+    judgement = judge(entry, now=now, test_mode=test_mode)
     return {
         "event_name": entry.event_name,
         "tag_name": tag_name,
@@ -128,11 +185,30 @@ def _entry(entry: LedgerEntry, state: State, now: float) -> dict[str, Any]:
         "updated_at": entry.updated_at,
         "has_click_id": entry.has_click_id,
         "user_fields": list(entry.user_fields),
-        "last_error": None if entry.last_error is None else _scrub(entry.last_error, state),
+        "identity": [FIELD_NAMES.get(k, k.replace("_", " ")) for k in entry.user_fields],
+        "tag": entry.tag,
+        "test": entry.test,
+        "verdict": judgement.verdict.value,
+        "detail": scrub(judgement.detail, state),
+        "advice": judgement.advice,
+        "time_left": judgement.time_left,
+        "last_error": None if entry.last_error is None else scrub(entry.last_error, state),
     }
 
 
-def _scrub(message: str, state: State) -> str:
+def _skip(skip: Skip) -> dict[str, Any]:
+    judgement = judge_skip(skip)
+    return {
+        "at": skip.at,
+        "reason": skip.reason,
+        "event_name": skip.event_name,
+        "event_id": skip.event_id,
+        "verdict": judgement.verdict.value,
+        "detail": judgement.detail,
+    }
+
+
+def scrub(message: str, state: State) -> str:
     """``message`` without the conversion token, should an error ever have echoed it."""
     token = state.settings.conversion_token
     if token:

@@ -126,9 +126,10 @@ def test_shows_queued_and_dead_events_without_pii_or_token(make_app: AppFactory)
     assert "lead-77" in text
     assert "Invalid parameter; token *** rejected" in text
     # Counts: one pending checkout, one dead lead.
-    assert "<b>1</b>pending" in text and "<b>1</b>dead" in text
-    # Names of the identity fields, never their values.
-    assert "client_ip_address, client_user_agent, click_id, em, ph" in text
+    assert "<b>1</b>pending" in text and "<b>1</b>failed" in text
+    # Names of the identity fields in plain words, never their values.
+    assert "IP address, user agent, click id, e-mail, phone" in text
+    assert "em, ph" not in text
     for secret in (
         EMAIL,
         EMAIL.lower(),
@@ -203,13 +204,18 @@ def test_limit_caps_the_entries(make_app: AppFactory) -> None:
 def test_shows_the_retry_after_pause_and_skips(make_app: AppFactory) -> None:
     app = make_app(DEBUG_UI=True)
     outbox = get_state(app).outbox
-    outbox.set_pause_until(time.time() + 120)
+    outbox.set_pause_until(
+        time.time() + 120, reason="Pinterest asked to wait 120 s (HTTP 429)", kind="rate_limit"
+    )
     outbox.record_skip("no_consent")
     text = page(app).get_data(as_text=True)
-    assert "Retry-After" in text
+    assert "paused (rate limit)" in text
+    assert "Pinterest asked to wait 120 s (HTTP 429)" in text
     assert "skipped: no consent" in text and "skipped: bot" in text
     data = page(app, "/dedupkit/debug?format=json").get_json()
     assert 60 < data["pause_remaining"] <= 120
+    assert data["pause"]["kind"] == "rate_limit"
+    assert data["pause"]["reason"] == "Pinterest asked to wait 120 s (HTTP 429)"
 
 
 def test_everything_is_escaped(make_app: AppFactory) -> None:

@@ -436,3 +436,99 @@ def test_threads_on_two_outboxes_never_claim_the_same_entry(box: Outbox, other: 
     claimed = [event_id for result in results for event_id in result]
     assert len(claimed) == len(set(claimed))
     assert set(claimed) == expected
+
+
+# -- what the ledger, coverage and metrics read ------------------------------------------------
+
+
+def test_tag_evidence_may_come_first_and_fired_once_stays_fired(
+    box: Outbox, other: Outbox
+) -> None:
+    box.record_tag("checkout", "e1", True, now=T0)
+    other.record_tag("checkout", "e1", False, now=T0 + 1)  # a blocked reload
+    box.record_tag("checkout", "e2", False, now=T0)
+    box.record_tag("lead", "e1", False, now=T0)  # another name: another event
+    for event_id in ("e1", "e2", "e3"):
+        box.put(event(event_id), now=T0 + 2)
+    tags = {e.event_id: e.tag for e in other.recent()}
+    assert tags == {"e1": True, "e2": False, "e3": None}
+    assert {e.event_id: e.tag for e in other.entries_since(T0)} == tags
+
+
+def test_tag_evidence_is_bounded(box: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = inspect.getmodule(type(box))
+    monkeypatch.setattr(module, "EVIDENCE_KEPT", 3)
+    for n in range(6):
+        box.record_tag("checkout", f"e{n}", True, now=T0 + n)
+        box.put(event(f"e{n}"), now=T0 + 10)
+    kept = {e.event_id for e in box.recent() if e.tag is not None}
+    assert kept == {"e3", "e4", "e5"}
+
+
+def test_skips_are_counted_and_the_named_ones_listed_newest_first(
+    box: Outbox, other: Outbox
+) -> None:
+    box.record_skip("bot")
+    box.record_skip("no_consent", event_name="checkout", event_id="o-1", now=T0)
+    other.record_skip("no_identity", event_name="lead", event_id="l-1", now=T0 + 1)
+    assert dict(box.stats(now=T0).skipped) == {"bot": 1, "no_consent": 1, "no_identity": 1}
+    skips = box.recent_skips()
+    assert [(s.reason, s.event_name, s.event_id, s.at) for s in skips] == [
+        ("no_identity", "lead", "l-1", T0 + 1),
+        ("no_consent", "checkout", "o-1", T0),
+    ]
+    assert len(box.recent_skips(1)) == 1
+
+
+def test_duplicates_are_counted_across_processes(box: Outbox, other: Outbox) -> None:
+    assert box.put(event("e1"), now=T0)
+    assert not other.put(event("e1"), now=T0)
+    assert not box.put(event("e1"), now=T0)
+    assert box.stats(now=T0).duplicates == 2
+
+
+def test_ack_counts_the_attempt_the_test_flag_and_the_lag(box: Outbox) -> None:
+    now = time.time()
+    box.put(capi_event("fast", event_time=now - 3), now=now)
+    box.put(capi_event("late", event_time=now - 4000), now=now)
+    box.put(capi_event("plain", event_time=now - 3), now=now)
+    claimed = {c.payload["event_id"]: c.id for c in box.claim(10, now=now)}
+    box.ack([claimed["fast"], claimed["late"]], test=True)
+    box.ack([claimed["plain"]])
+    box.ack([claimed["plain"]])  # twice counts once
+    entries = {e.event_id: e for e in box.recent()}
+    assert {k: (e.attempts, e.test) for k, e in entries.items()} == {
+        "fast": (1, True),
+        "late": (1, True),
+        "plain": (1, None),
+    }
+    stats = box.stats()
+    # 1 < 3 s <= 5 (twice), 3600 < 4000 s <= 7200.
+    assert list(stats.lag_counts) == [0, 2, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+    assert 4006 <= stats.lag_sum < 4030
+
+
+def test_a_dead_letter_given_up_without_a_request_counts_no_attempt(box: Outbox) -> None:
+    box.put(event("sent"), now=T0)
+    box.put(event("unsent"), now=T0)
+    claimed = {c.payload["event_id"]: c.id for c in box.claim(10, now=T0)}
+    box.dead([claimed["sent"]], reason="Invalid em", now=T0 + 1)
+    box.dead([claimed["unsent"]], reason="expired", now=T0 + 1, sent=False)
+    assert {d.event_id: d.attempts for d in box.dead_letters()} == {"sent": 1, "unsent": 0}
+
+
+def test_entries_since_carry_the_coverage_summary(box: Outbox, other: Outbox) -> None:
+    user = {"em": ["a" * 64], "click_id": "dj0y", "client_ip_address": "203.0.113.7"}
+    box.put(event("old"), now=T0 - 10)
+    box.put(event("c1", user_data=user, custom_data={"value": "19.90", "currency": "EUR"}), now=T0)
+    box.put(event("v1", name="page_visit", custom_data={}), now=T0 + 1)
+    [claimed] = [c for c in box.claim(10, now=T0 + 2) if c.payload["event_id"] == "c1"]
+    box.ack([claimed.id])
+    entries = other.entries_since(T0)
+    assert [e.event_id for e in entries] == ["v1", "c1"]
+    checkout = entries[1]
+    assert checkout.state is EntryState.DELIVERED
+    assert (checkout.value, checkout.currency, checkout.created_at) == (19.9, "EUR", T0)
+    assert checkout.user_fields == ("em", "click_id", "client_ip_address")
+    assert (entries[0].value, entries[0].currency) == (None, None)
+    assert [e.event_id for e in other.entries_since(T0, limit=1)] == ["v1"]
