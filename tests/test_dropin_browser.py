@@ -38,7 +38,10 @@ MIRROR = (
 )
 BUTTON = (
     "<button id=add onclick=\"window.lastId=dedupkit.track('add_to_cart',"
-    "{value:'9.99',currency:'USD'},{ticket:'t.1'})\">Add</button>"
+    "{value:'9.99',currency:'USD'})\">Add</button>"
+    # The server checks tickets (a made-up one is refused): this one only shows what is sent.
+    "<button id=ticket onclick=\"dedupkit.track('checkout',{value:'5.00',currency:'USD'},"
+    "{ticket:'t.1'})\">Pay</button>"
 )
 
 
@@ -131,11 +134,12 @@ def test_only_the_drop_in_tag_loads_the_tag_and_pairs_with_capi(site: Site, brow
     assert conversion.sources == {"tag", "capi"}
     assert core_scripts(page) == 1
     assert fake.page_calls[0].tag_id == TAG_ID
-    site.wait_for_beacons(page, 1)
-    [beacon] = site.beacons
-    assert beacon["event_id"] == event_id
-    assert (beacon["tag"], beacon["ticket"]) == (1, "t.1")
-    assert "gpc" not in beacon and "consent" not in beacon
+    page.click("#ticket")
+    site.wait_for_beacons(page, 2)
+    beacon, with_ticket = site.beacons
+    assert (beacon["event_id"], beacon["tag"]) == (event_id, 1)
+    assert not {"ticket", "gpc", "consent", "evidence"} & set(beacon)
+    assert (with_ticket["event_name"], with_ticket["ticket"]) == ("checkout", "t.1")
     page.context.close()
 
 
