@@ -257,7 +257,7 @@ def main() -> int:
     def add(name: str, value: float) -> None:
         samples.setdefault(name, []).append(value)
 
-    references = reference_classifiers()
+    references = reference_classifiers(args.reps)
 
     with tempfile.TemporaryDirectory(prefix="dedupkit-hot-path-") as tmp:
         workdir = Path(tmp)
@@ -280,7 +280,8 @@ def main() -> int:
                 add(f"tracked view {mode}", shops[mode].run("/tracked"))
             add("is_bot crawlers", per_call(is_bot, crawlers)[0])
             for name, (classify, agents) in references.items():
-                add(name, per_call(classify, agents)[0])
+                fresh = agents[rep * REFERENCE_AGENTS : (rep + 1) * REFERENCE_AGENTS]
+                add(name, per_call(classify, fresh)[0])
 
         queued = {mode: shop.pending() for mode, shop in shops.items()}
         profile = profile_tracked(shops["realistic"]) if args.profile else ""
@@ -297,9 +298,15 @@ def main() -> int:
     return 0
 
 
-def reference_classifiers() -> dict[str, tuple[Callable[[str], object], list[str]]]:
-    """What bot detection cost before, on 200 unseen browsers: for comparison only."""
-    agents = browser_user_agents(200)
+REFERENCE_AGENTS = 200
+
+
+def reference_classifiers(reps: int) -> dict[str, tuple[Callable[[str], object], list[str]]]:
+    """What bot detection cost before, for comparison only: on 200 unseen browsers per rep.
+
+    ``user_agents`` caches what it parsed, so each rep gets user agents not seen before.
+    """
+    agents = browser_user_agents(REFERENCE_AGENTS * reps)
     found: dict[str, tuple[Callable[[str], object], list[str]]] = {}
     from crawleruseragents import is_crawler
 
