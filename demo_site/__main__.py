@@ -1,15 +1,19 @@
 """``python -m demo_site [--host HOST] [--port PORT]``: the shop and a fake Pinterest, offline.
 
 Host and port default to ``DEMO_HOST`` / ``DEMO_PORT`` from the environment, else
-127.0.0.1:5000. The fake Pinterest listens on a free loopback port.
+127.0.0.1:5000 (``PORT=5001 make demo`` passes ``--port``). The fake Pinterest listens on a
+free loopback port. A port already taken is said in one line, with how to pick another,
+before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -26,6 +30,27 @@ def _exit(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, ``None`` when it can.
+
+    Bound with ``SO_REUSEADDR`` as werkzeug's server is, so a port in TIME_WAIT is free.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use by another program"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m demo_site",
@@ -34,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "5000")))
     args = parser.parse_args(argv)
+    problem = port_taken(args.host, args.port)
+    if problem is not None:
+        other = args.port + 1
+        print(
+            f"dedupkit demo: {problem}. Pick another port: PORT={other} make demo "
+            f"(or python -m demo_site --port {other})",
+            file=sys.stderr,
+        )
+        return 1
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Request lines show the beacons arriving (POST /dedupkit/events 202), as werkzeug prints them.
