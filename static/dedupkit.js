@@ -175,7 +175,7 @@
     // With automatic page_visit a bare page() would count the visit twice.
     ownTag && !pageVisit && pintrk('page');
     consentState > 0 && release();
-    window.dedupkit = {loaded: true, track: track, consent: consent, mirror: mirror};
+    window.dedupkit = {v: '0.1.0', loaded: true, track: track, consent: consent, mirror: mirror};
     stub.push = function (entry) {
       entry[0] == 'm' ? mirror.apply(0, entry.slice(1)) :
         entry[2] ? track(entry[0], entry[1], entry[5], entry) : consent(entry[0]);

@@ -322,12 +322,13 @@ describe('the stub and the queue', () => {
     assert.equal(bodies(page)[0].event_id, id);
   });
 
-  test('exposes loaded after init', () => {
+  test('exposes loaded and the version after init', () => {
     const page = makePage();
     page.stub();
     assert.notEqual(page.dedupkit.loaded, true);
     page.load();
     assert.equal(page.dedupkit.loaded, true);
+    assert.equal(page.dedupkit.v, '0.1.0');
   });
 
   test('works without the stub (drop-in script tag)', () => {
