@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dedupkit.errors import OutboxError
 from dedupkit.logs import RateLimit, StderrHandler, routed_elsewhere
 from dedupkit.testing import FakePinterest
 
@@ -124,3 +125,21 @@ def test_a_handler_on_the_way_up_routes_the_record_elsewhere() -> None:
     assert routed_elsewhere(record, own)  # an app's NullHandler silences on purpose
     parent.removeHandler(quiet)
     parent.removeHandler(own)
+
+
+def test_an_outbox_error_is_one_line_on_stderr_not_a_traceback() -> None:
+    try:
+        raise OutboxError("could not claim from the dedupkit outbox at 'o.sqlite3': disk I/O error")
+    except OutboxError:
+        message = "delivery failed; trying again in %.1f s"
+        record = logging.LogRecord(
+            "dedupkit.sender", logging.ERROR, __file__, 1, message, (2.0,), sys.exc_info()
+        )
+    line = StderrHandler().format(record)
+    assert "\n" not in line
+    assert line.endswith(
+        "delivery failed; trying again in 2.0 s: OutboxError: could not claim from the "
+        "dedupkit outbox at 'o.sqlite3': disk I/O error"
+    )
+    assert record.exc_info is not None  # other handlers still get the traceback
+    assert "Traceback" in logging.Formatter().format(record)
