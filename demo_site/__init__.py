@@ -1,13 +1,19 @@
 """The demo storefront: a tiny shop wired to dedupkit and, offline, to a fake Pinterest.
 
 ``python -m demo_site`` starts it with an embedded :class:`dedupkit.testing.FakePinterest`.
+Two ways to pay: the shop's own checkout (tracked on the server when the order is placed), and
+a simulated hosted checkout whose payment a webhook confirms, attributed to the shopper's ad
+click through a visitor token (``kit.visitor_token()``, ``kit.track(…, visitor=token)``).
 :func:`create_app` builds the shop; pass the running fake as ``DEMO_FAKE_PINTEREST`` in
 ``config`` and the shop talks to it (``/pinterest`` then shows what it counted).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import json
 import os
 import secrets
 import threading
@@ -32,6 +38,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from dedupkit import DedupKit, Event
+from dedupkit.event import build_event
 from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import Conversion, FakePinterest
@@ -125,10 +132,16 @@ class Order:
     phone: str
     name: str
     zip: str
+    #: Paid on the hosted checkout: the signed visitor, kept as payment metadata.
+    visitor_token: str | None = None
 
     @property
     def total(self) -> Decimal:
         return sum((line.total for line in self.lines), Decimal("0.00"))
+
+    @property
+    def hosted(self) -> bool:
+        return self.visitor_token is not None
 
 
 class Orders:
@@ -138,12 +151,25 @@ class Orders:
         self._lock = threading.Lock()
         self._numbers = itertools.count(FIRST_ORDER_NUMBER)
         self._orders: dict[str, Order] = {}
+        self._paid: set[str] = set()
 
-    def place(self, lines: tuple[Line, ...], **customer: str) -> Order:
+    def place(
+        self, lines: tuple[Line, ...], visitor_token: str | None = None, **customer: str
+    ) -> Order:
         with self._lock:
-            order = Order(f"A-{next(self._numbers)}", lines, **customer)
+            order = Order(
+                f"A-{next(self._numbers)}", lines, visitor_token=visitor_token, **customer
+            )
             self._orders[order.id] = order
         return order
+
+    def mark_paid(self, order_id: str) -> None:
+        with self._lock:
+            self._paid.add(order_id)
+
+    def is_paid(self, order_id: str) -> bool:
+        with self._lock:
+            return order_id in self._paid
 
     def get(self, order_id: str) -> Order | None:
         with self._lock:
@@ -316,8 +342,8 @@ def checkout_form() -> str | Response:
     return render_template("checkout.html", lines=lines, total=total, errors={}, form={})
 
 
-@shop.post("/checkout")
-def checkout() -> str | Response:
+def _checkout_form() -> tuple[tuple[Line, ...], dict[str, str]] | Response:
+    """The cart and the checkout form, or the response that sends the shopper back."""
     lines = _cart_lines()
     if not lines:
         return redirect(url_for("shop.cart"), 303)
@@ -331,10 +357,22 @@ def checkout() -> str | Response:
         total = sum((line.total for line in lines), Decimal("0.00"))
         page = render_template("checkout.html", lines=lines, total=total, errors=errors, form=form)
         return Response(page, status=422)
+    return lines, form
 
-    order = _shop().orders.place(lines, **form)
+
+def _remember(order: Order) -> None:
     session.pop("cart", None)
     session["orders"] = [*session.get("orders", [])[-19:], order.id]
+
+
+@shop.post("/checkout")
+def checkout() -> str | Response:
+    checked = _checkout_form()
+    if isinstance(checked, Response):
+        return checked
+    lines, form = checked
+    order = _shop().orders.place(lines, **form)
+    _remember(order)
     # Tracked here, so the Conversions API hears of the sale even if the browser never
     # reaches the thank-you page (closed tab, blocked tag).
     _track_checkout(order)
@@ -347,30 +385,131 @@ def thanks(order_id: str) -> str:
     # Only the session that placed the order may see it: the page repeats what was bought.
     if order is None or order_id not in session.get("orders", []):
         abort(404)
+    if order.hosted:
+        # The webhook tracked the sale; this page only fires the tag, with the same event_id.
+        if not _shop().orders.is_paid(order.id):
+            abort(404)
+        return render_template("thanks.html", order=order, event=_tag_only_checkout(order))
     # The same order gives the same event_id ("checkout-A-1001"); the outbox already holds it,
     # so a reload re-renders the tag call without queueing a second CAPI event.
     event = _track_checkout(order)
     return render_template("thanks.html", order=order, event=event)
 
 
-def _track_checkout(order: Order) -> Event:
+def _checkout_data(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "value": order.total,
+        "currency": CURRENCY,
+        "order_quantity": sum(line.quantity for line in order.lines),
+        "line_items": [line.line_item() for line in order.lines],
+    }
+
+
+def _customer(order: Order) -> dict[str, str]:
     first, _, last = order.name.partition(" ")
+    return {
+        "email": order.email,
+        "phone": order.phone,
+        "first_name": first,
+        "last_name": last,
+        "zip": order.zip,
+        "country": "US",
+    }
+
+
+def _track_checkout(order: Order, visitor: str | None = None) -> Event:
     return _shop().kit.track(
-        "checkout",
-        order_id=order.id,
-        value=order.total,
-        currency=CURRENCY,
-        order_quantity=sum(line.quantity for line in order.lines),
-        line_items=[line.line_item() for line in order.lines],
-        user={
-            "email": order.email,
-            "phone": order.phone,
-            "first_name": first,
-            "last_name": last,
-            "zip": order.zip,
-            "country": "US",
-        },
+        "checkout", user=_customer(order), visitor=visitor, **_checkout_data(order)
     )
+
+
+def _tag_only_checkout(order: Order) -> Event:
+    """The checkout as the tag sees it, not tracked again: ``checkout-<order id>``."""
+    return build_event("checkout", _checkout_data(order), require_identity=False)
+
+
+# -- the hosted checkout: a payment page elsewhere, confirmed by a webhook --------------------
+
+#: The simulated payment provider's webhook client.
+PROVIDER_USER_AGENT = "DemoPay-Webhooks/1.0 (+https://payments.example/webhooks)"
+PROVIDER_ADDRESS = "203.0.113.50"
+
+
+@shop.post("/checkout/hosted")
+def hosted_checkout() -> str | Response:
+    """Place the order unpaid and hand the shopper to the payment provider's page.
+
+    The visitor is captured now, in the shopper's request: the webhook that confirms the
+    payment comes from the provider, with none of the shopper's click id, IP or browser.
+    """
+    checked = _checkout_form()
+    if isinstance(checked, Response):
+        return checked
+    lines, form = checked
+    token = _shop().kit.visitor_token()  # what a shop passes as payment metadata
+    order = _shop().orders.place(lines, visitor_token=token, **form)
+    _remember(order)
+    return redirect(url_for("shop.payment_page", order_id=order.id), 303)
+
+
+@shop.get("/pay/<order_id>")
+def payment_page(order_id: str) -> str:
+    """The provider's hosted payment page (simulated): no shop tag, no dedupkit."""
+    order = _shop().orders.get(order_id)
+    if order is None or not order.hosted:
+        abort(404)
+    return render_template("pay.html", order=order, token_length=len(order.visitor_token or ""))
+
+
+@shop.post("/pay/<order_id>")
+def pay(order_id: str) -> Response:
+    """The provider charges the card, tells the shop by webhook, and sends the shopper back."""
+    order = _shop().orders.get(order_id)
+    if order is None or not order.hosted:
+        abort(404)
+    body = json.dumps(
+        {
+            "type": "payment.succeeded",
+            "order_id": order.id,
+            "metadata": {"dedupkit": order.visitor_token},
+        }
+    ).encode()
+    # A request of its own, from the provider's address and client, as a real webhook is.
+    answer = current_app.test_client().post(
+        url_for("shop.payment_webhook"),
+        data=body,
+        content_type="application/json",
+        headers={"User-Agent": PROVIDER_USER_AGENT, "X-Demo-Signature": _signature(body)},
+        environ_base={"REMOTE_ADDR": PROVIDER_ADDRESS},
+    )
+    if answer.status_code != 204:
+        abort(502, "the payment webhook failed")
+    return redirect(url_for("shop.thanks", order_id=order.id), 303)
+
+
+@shop.post("/webhooks/payments")
+def payment_webhook() -> Response:
+    """Confirm a hosted payment: verify the provider's signature, track as the shopper."""
+    if not hmac.compare_digest(
+        request.headers.get("X-Demo-Signature", ""), _signature(request.get_data())
+    ):
+        abort(400, "bad signature")
+    payload = request.get_json(silent=True) or {}
+    order = _shop().orders.get(str(payload.get("order_id", "")))
+    if order is None:
+        abort(404)
+    token = (payload.get("metadata") or {}).get("dedupkit")
+    _track_checkout(order, visitor=token)
+    _shop().orders.mark_paid(order.id)
+    return Response(status=204)
+
+
+def _signature(body: bytes) -> str:
+    """The provider's signature over a webhook body (Stripe signs with HMAC-SHA256 too)."""
+    secret = str(current_app.config["SECRET_KEY"]).encode()
+    key = hashlib.sha256(b"demo webhook secret:" + secret).digest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 @shop.post("/privacy/reset")
