@@ -263,3 +263,42 @@ def test_raw_email_never_reaches_the_outbox_file(
     assert sha256_hex(EMAIL.lower()).encode() in stored  # the event is there, hashed
     for raw in (EMAIL, EMAIL.lower(), "Jane Roe", "555-0134"):
         assert raw.encode() not in stored
+
+
+# -- the hosted checkout ------------------------------------------------------------------------
+
+
+def hosted_order(client: FlaskClient) -> str:
+    add_to_cart(client)
+    response = client.post("/checkout/hosted", data=CUSTOMER)
+    assert response.status_code == 303
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def test_a_hosted_payment_is_tracked_by_the_webhook_as_the_shopper(
+    client: FlaskClient, app: Flask
+) -> None:
+    client.get("/?epik=hosted-click")
+    order_id = hosted_order(client)
+    assert queued_total(app) == 0  # placed, not paid: nothing tracked yet
+    assert client.get(f"/thanks/{order_id}").status_code == 404
+    page = client.get(f"/pay/{order_id}").get_data(as_text=True)
+    assert "dedupkit" not in page.split("</head>")[0]  # the provider's page has no shop tag
+    assert client.post(f"/pay/{order_id}").status_code == 303
+    assert queued_total(app) == 1
+    [entry] = get_state(app).outbox.claim(10, lease=60.0)
+    user = entry.payload["user_data"]
+    assert user["click_id"] == "hosted-click"
+    assert user["client_user_agent"] == CHROME_UA  # the shopper's, not the webhook client's
+    assert entry.payload["event_id"] == f"checkout-{order_id}"
+    html = client.get(f"/thanks/{order_id}").get_data(as_text=True)
+    assert pintrk_checkout(html)["event_id"] == f"checkout-{order_id}"
+    assert queued_total(app) == 1  # the thank-you page tracked nothing more
+
+
+def test_the_webhook_refuses_an_unsigned_call(client: FlaskClient, app: Flask) -> None:
+    order_id = hosted_order(client)
+    body = {"order_id": order_id, "metadata": {"dedupkit": "forged"}}
+    response = client.post("/webhooks/payments", json=body)
+    assert response.status_code == 400
+    assert queued_total(app) == 0
