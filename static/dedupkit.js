@@ -51,11 +51,12 @@
   }
 
   function beacon(body) {
-    // A text/plain string needs no CORS preflight; keepalive requests share 64 KB per page.
+    // A text/plain string needs no CORS preflight, so the request goes out whatever the answer's
+    // CORS headers say; keepalive requests share 64 KB per page.
     try {
       body = JSON.stringify(body);
       navigator.sendBeacon && navigator.sendBeacon(endpoint, body) ||
-        fetch(endpoint, {method: 'POST', body: body, keepalive: true, credentials: 'include', mode: 'no-cors'})
+        fetch(endpoint, {method: 'POST', body: body, keepalive: true, credentials: 'include'})
           .then(null, function () {});
     } catch (error) {}
   }
@@ -64,8 +65,9 @@
   // now, after the visitor says yes, or never. One rule for both channels.
   function send(tagName, tagData, body, tag) {
     function go() {
-      // Known only when sent: a held event was granted consent on this page.
-      if (consentState > 1) body.consent = 1;
+      // Known only when sent: a held event was granted consent on this page. Evidence has
+      // exactly its four keys.
+      if (consentState > 1 && !body.evidence) body.consent = 1;
       body.tag = tag == null ? pintrk('track', tagName, tagData) : tag;
       beacon(body);
     }

@@ -66,7 +66,9 @@ class Site:
         data = "".join(f' data-{name}="{value}"' for name, value in attrs.items())
         return f'<script defer src="{self.shop.url}/dedupkit/dedupkit.js"{data}></script>'
 
-    def open(self, browser: Any, head: str, body: str = BUTTON, gpc: bool = False) -> Any:
+    def open(
+        self, browser: Any, head: str, body: str = BUTTON, gpc: bool = False, script: str = ""
+    ) -> Any:
         self.pages["/p.html"] = (
             f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
         )
@@ -76,6 +78,8 @@ class Site:
                 "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
                 "{get: function () { return true; }})"
             )
+        if script:
+            context.add_init_script(script)
         page = context.new_page()
         # The shipped bytes, whichever file the app's route serves today.
         page.route(
@@ -197,3 +201,17 @@ def test_gpc_ldp_flags_the_beacon_and_opt_out_sends_nothing(site: Site, browser:
     assert site.beacons == []
     assert core_scripts(opted_out) == 0
     opted_out.context.close()
+
+
+def test_without_send_beacon_the_fetch_fallback_reaches_the_shop(site: Site, browser: Any) -> None:
+    # Some hardened browsers turn sendBeacon off; the fallback is a credentialed CORS fetch.
+    page = site.open(browser, site.script_tag(), script="delete Navigator.prototype.sendBeacon")
+    assert page.evaluate("typeof navigator.sendBeacon") == "undefined"
+    with page.expect_response("**/dedupkit/events") as answer:
+        page.click("#add")
+    assert answer.value.status == 202
+    event_id = page.evaluate("window.lastId")
+    fake = site.fake
+    assert fake.wait_for(lambda: fake.capi_events)
+    assert fake.capi_events[0]["event_id"] == event_id
+    page.context.close()

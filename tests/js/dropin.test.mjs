@@ -265,14 +265,16 @@ for (const [variant, files] of Object.entries(FILES)) {
         assert.deepEqual(bodies(page), []);
       });
 
-      test('held while consent is pending, sent on a yes', () => {
+      test('held while consent is pending, sent on a yes with exactly the evidence keys', () => {
         const page = makePage({ attrs: { 'require-consent': '1' } });
         page.load();
         page.dedupkit.mirror('checkout', data, 'checkout');
         assert.deepEqual(bodies(page), []);
         page.dedupkit.consent(true);
-        assert.equal(page.tracked.length, 1);
-        assert.equal(bodies(page)[0].evidence, 1);
+        page.dedupkit.mirror('checkout', data, 'checkout');
+        assert.equal(page.tracked.length, 2);
+        const evidence = { evidence: 1, event_name: 'checkout', event_id: 'checkout-A-1001', tag: 1 };
+        assert.deepEqual(bodies(page), [evidence, evidence]);
       });
 
       test('through the stub: the tag fires at once, the loader sends the evidence once', () => {

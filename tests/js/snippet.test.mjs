@@ -171,7 +171,6 @@ describe('transport', () => {
           body: undefined,
           keepalive: true,
           credentials: 'include',
-          mode: 'no-cors',
         },
       );
       assert.equal(typeof init.body, 'string');
