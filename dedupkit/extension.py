@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, has_request_context, request
 
 from . import privacy, tickets, visitor_token
+from . import logs
 from . import settings as settings_module
 from .blueprint import RATE_LIMITER_KEY, blueprint
 from .cli import cli
@@ -46,6 +47,8 @@ class DedupKit:
         :raises ConfigurationError: for a setting that is unknown, malformed or missing,
             naming the fix.
         """
+        # Problems must reach the console even when the app set up no logging.
+        logs.install()
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'DedupKit' instance is already registered on this app; create it once "
