@@ -20,7 +20,13 @@ from dedupkit.client import BatchResult, CapiClient, EventResult, Outcome
 from dedupkit.errors import OutboxError
 from dedupkit.outbox import SQLiteOutbox
 from dedupkit.retry import RetryPolicy
-from dedupkit.sender import OFFLINE_MAX_AGE, BackgroundSender, Sender, idle_wait
+from dedupkit.sender import (
+    MAX_REQUESTS_PER_BATCH,
+    OFFLINE_MAX_AGE,
+    BackgroundSender,
+    Sender,
+    idle_wait,
+)
 from dedupkit.signals import event_dead, event_delivered
 from dedupkit.testing import FakePinterest
 
@@ -761,3 +767,57 @@ def test_run_forgets_delivered_events_after_they_are_kept_long_enough(
     wait_until(lambda: box.stats().delivered == 0)
     # Forgotten, so the same (name, event_id) is accepted again.
     assert box.put(event("old", event_time=time.time())) is True
+
+
+# -- whole-batch refusals, totals ------------------------------------------------------------
+
+
+def split_unless(bad: set[str]) -> Callable[[list[dict[str, Any]]], BatchResult]:
+    """Refuse as a whole any batch of several events holding a bad one, as a 400 would."""
+
+    def answer(batch: list[dict[str, Any]]) -> BatchResult:
+        ids = {e["event_id"] for e in batch}
+        if ids & bad:
+            outcome = Outcome.SPLIT if len(batch) > 1 else Outcome.PERMANENT
+            return BatchResult((EventResult(outcome, "HTTP 400"),) * len(batch), 400)
+        return delivered(batch)
+
+    return answer
+
+
+def test_halving_stops_at_the_request_budget_and_retries_the_rest(box: SQLiteOutbox) -> None:
+    # Every event bad: isolating all of them would take 2 * 200 - 1 requests.
+    ids = {f"e{i:03}" for i in range(200)}
+    for event_id in sorted(ids):
+        box.put(event(event_id), now=T0)
+    client = StubClient(split_unless(ids))
+    sender = Sender(box, client, policy=NO_JITTER)
+    assert sender.run_once(now=T0) == 200
+    assert len(client.batches) == MAX_REQUESTS_PER_BATCH
+    stats = box.stats(now=T0)
+    assert stats.dead > 0 and stats.pending > 0
+    assert stats.dead + stats.pending == 200
+    assert sender.totals.dead == stats.dead
+    assert sender.totals.retried == stats.pending
+
+
+def test_totals_add_up_what_the_sender_did(box: SQLiteOutbox) -> None:
+    for name in ("ok-1", "ok-2", "bad", "later"):
+        box.put(event(name), now=T0)
+    box.put(event("stale", event_time=T0 - 7200), now=T0)
+    client = StubClient(
+        per_event(
+            {
+                "bad": EventResult(Outcome.PERMANENT, "Invalid email"),
+                "later": EventResult(Outcome.RETRYABLE, "HTTP 503"),
+            },
+            retry_after=5,
+        )
+    )
+    sender = Sender(box, client, policy=NO_JITTER)
+    sender.run_once(now=T0)
+    totals = sender.totals
+    assert (totals.delivered, totals.retried, totals.dead, totals.paused) == (2, 1, 2, 1)
+    assert totals.summary() == (
+        "sent 2, retried 1, dead 2 (Invalid email: 1, expired: 1), paused 1"
+    )
