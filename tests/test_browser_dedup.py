@@ -52,7 +52,7 @@ def make_shop(fake: FakePinterest, tmp_path: Path) -> Iterator[Callable[..., Sho
             "FLUSH_INTERVAL": 0.05,
             **settings,
         }
-        app = create_shop(**config)
+        app = create_shop(str(tmp_path / f"instance-{len(servers)}"), **config)
         server = LiveServer(app).__enter__()
         servers.append(server)
         return app, server
@@ -272,15 +272,16 @@ def test_automatic_page_visit_fires_once_per_page_on_both_channels(
 def test_a_static_site_on_another_subdomain_keeps_the_click(
     make_shop: Callable[..., Shop], fake: Any, page: Any
 ) -> None:
-    app, shop_server = make_shop(COOKIE_DOMAIN="shop.test")
-    shop_url = f"http://shop.test:{shop_server.port}"
-    landing = f"""<!doctype html><html><head>
+    site: dict[str, str] = {}
+    with LiveServer(static_site(site)) as www:
+        www_origin = f"http://www.shop.test:{www.port}"
+        # Settings are read once at start-up: the static site listens before the shop starts.
+        app, shop_server = make_shop(COOKIE_DOMAIN="shop.test", ALLOWED_ORIGINS=[www_origin])
+        shop_url = f"http://shop.test:{shop_server.port}"
+        site["/landing.html"] = f"""<!doctype html><html><head>
 <script defer src="{shop_url}/dedupkit/dedupkit.js" data-cookie-domain="shop.test"></script>
 </head><body><button id="signup" onclick="window.lastId=dedupkit.track('search',
 {{search_query: 'winter boots'}})">Search</button></body></html>"""
-    with LiveServer(static_site({"/landing.html": landing})) as www:
-        www_origin = f"http://www.shop.test:{www.port}"
-        app.config["DEDUPKIT_ALLOWED_ORIGINS"] = [www_origin]  # known once it listens
         page.goto(f"{www_origin}/landing.html?epik=from-the-ad")
         loaded(page)
         page.click("#signup")

@@ -27,9 +27,9 @@ CART = """<form method="post" action="/checkout">
 <input name="email" value="Jane.Roe@Example.com"><button id="buy">Buy</button></form>"""
 
 
-def create_shop(**settings: Any) -> Flask:
+def create_shop(instance_path: str | None = None, **settings: Any) -> Flask:
     """The shop; keyword arguments are DEDUPKIT_* settings without the prefix."""
-    app = Flask("shop")
+    app = Flask("shop", instance_path=instance_path)
     app.config.update({f"DEDUPKIT_{key}": value for key, value in settings.items()})
     kit = DedupKit(app)
     orders: dict[str, str] = {}
