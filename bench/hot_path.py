@@ -250,9 +250,10 @@ def main() -> int:
     from dedupkit.bots import is_bot
     from dedupkit.user_data import UserDataHasher
 
-    # Index 0 is the warm-up request; rep r gets requests 1 + r*n … (r+1)*n: in the
-    # realistic mode no user agent or customer comes back, whatever caches there are.
-    total = 1 + n * args.reps
+    # Index 0 is the warm-up request; then each rep gets n requests for the views and n
+    # others for the direct measurements: in the realistic mode no user agent or customer
+    # comes back, whatever caches there are.
+    total = 1 + 2 * n * args.reps
     modes = {"realistic": realistic(total), "repeated": repeated(total)}
     crawlers = crawler_user_agents()
     hasher = UserDataHasher(phone_region="US")
@@ -273,13 +274,12 @@ def main() -> int:
         gc.freeze()
 
         for rep in range(args.reps):
-            requests = range(1 + rep * n, 1 + (rep + 1) * n)
+            requests = range(1 + 2 * rep * n, 1 + (2 * rep + 1) * n)
+            probes = slice(requests.stop, requests.stop + n)
             for mode, traffic in modes.items():
-                agents = traffic.agents[requests.start : requests.stop]
-                people = traffic.people[requests.start : requests.stop]
-                add(f"is_bot {mode}", per_call(is_bot, agents)[0])
-                add(f"hash {mode}", per_call(hasher.hash, people)[0])
-                events = payloads[mode][requests.start : requests.stop]
+                add(f"is_bot {mode}", per_call(is_bot, traffic.agents[probes])[0])
+                add(f"hash {mode}", per_call(hasher.hash, traffic.people[probes])[0])
+                events = payloads[mode][probes]
                 path = workdir / f"enqueue-{mode}-{rep}.sqlite3"
                 cpu_us, wall_us = enqueue_run(path, payloads[mode][0], events)
                 add(f"enqueue {mode}", cpu_us)
@@ -296,11 +296,12 @@ def main() -> int:
         profile = profile_tracked(shops["realistic"], requests) if args.profile else ""
 
     report(samples, n, args.reps)
-    missing = {mode: total - count for mode, count in queued.items()}
+    views = 1 + n * args.reps  # the warm-up and every rep's tracked requests
+    missing = {mode: views - count for mode, count in queued.items()}
     if any(missing.values()):
         print(f"\nNOT QUEUED (skipped or lost): {missing}")
         return 1
-    print(f"\nEvery tracked request was queued ({total} per mode).")
+    print(f"\nEvery tracked request was queued ({views} per mode).")
     if profile:
         print("\ncProfile of the realistic tracked view (cumulative, dedupkit frames):\n")
         print(profile)
