@@ -204,6 +204,9 @@ class Sender:
         pause = self.outbox.pause(now=now)
         if pause is not None and pause.kind == CREDENTIALS:
             self._probing = True
+        elif pause is None and self._started == CREDENTIALS:
+            # 'flask dedupkit resume' cleared the shared pause: stop this sender's own wait.
+            self._backoff_until = 0.0
         self.hold_until = self._backoff_until
         if pause is not None and not self._other_token(pause):
             self.hold_until = max(self.hold_until, pause.until)

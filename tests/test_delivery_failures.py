@@ -439,3 +439,18 @@ def test_an_expired_event_stays_dead_and_an_offline_replay_is_sent_once(
     assert (received["event_id"], received["action_source"]) == ("late", "offline")
     assert box.dead_letters() == []
     assert box.stats().delivered == 1
+
+
+def test_resume_ends_the_credentials_wait_of_the_sender_that_paused(
+    box: Outbox, fake: FakePinterest, clients: Callable[..., CapiClient]
+) -> None:
+    box.put(live_event("e-1"))
+    fake.token = NEW_TOKEN
+    sender = Sender(box, clients(OLD_TOKEN), lease=0.3)
+    sender.run_once()
+    assert box.pause() is not None
+    fake.token = OLD_TOKEN  # fixed at Pinterest's end; the operator runs 'flask dedupkit resume'
+    box.clear_pause()
+    # Within the lease, not after this sender's own minute-long credentials backoff.
+    assert wait_until(lambda: sender.run_once() == 1, timeout=5)
+    assert box.stats().delivered == 1
