@@ -8,8 +8,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
-from . import privacy, tickets, visitor_token
-from . import logs
+from . import logs, privacy, tickets, visitor_token
 from . import settings as settings_module
 from .blueprint import RATE_LIMITER_KEY, blueprint
 from .cli import cli
