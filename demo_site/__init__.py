@@ -557,6 +557,7 @@ SKIP_REASONS = {
     "bot": "crawler or headless browser",
     "no_consent": "no consent",
     "no_identity": "no email, IP or user agent",
+    "gpc_opt_out": "Global Privacy Control opt-out",
 }
 
 
