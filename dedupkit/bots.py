@@ -67,11 +67,14 @@ _MAX_CHARS = 1024
 
 def is_bot(user_agent: str | None) -> bool:
     """True for crawlers, headless browsers and HTTP libraries (and no user agent at all)."""
-    if not user_agent or user_agent.isspace():
+    if not user_agent:
         return True
-    if _PINTEREST_APP[0] in user_agent or _PINTEREST_APP[1] in user_agent:
+    agent = user_agent[:_MAX_CHARS]
+    if agent.isspace():
+        return True
+    if _PINTEREST_APP[0] in agent or _PINTEREST_APP[1] in agent:
         return False
-    return _MATCHER.matches(user_agent[:_MAX_CHARS])
+    return _MATCHER.matches(agent)
 
 
 def corpus_patterns() -> list[str]:
