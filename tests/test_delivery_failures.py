@@ -24,6 +24,7 @@ from dedupkit.sender import CREDENTIALS, EXPIRED, MAX_PAUSE, RATE_LIMIT, Sender
 from dedupkit.signals import delivery_paused, delivery_resumed
 from dedupkit.testing import FakePinterest
 
+from .support.polling import wait_until
 from .support.redis_server import RedisServer
 
 ACCOUNT = "549764982399"
@@ -92,14 +93,6 @@ class Recording:
         result = self.client.send(events)
         self.results.append(result)
         return result
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        threading.Event().wait(0.01)
 
 
 class Loop:
@@ -210,7 +203,7 @@ def test_an_html_200_is_split_and_retried_never_dead(
     [alone] = [e for e in box.recent() if e.event_id == "alone"]
     assert alone.attempts == 1
     assert "HTTP 200, not Pinterest's JSON (text/html)" in (alone.last_error or "")
-    wait_until(lambda: sender.run_once() and box.stats().delivered == 5)
+    assert wait_until(lambda: sender.run_once() and box.stats().delivered == 5)
 
 
 def test_a_token_rotation_loses_nothing(
@@ -249,7 +242,7 @@ def test_a_token_rotation_loses_nothing(
 
     # The operator restarts with the new token: it probes at once and delivers everything.
     loops(Sender(box, clients(NEW_TOKEN), lease=0.3))
-    wait_until(lambda: box.stats().delivered == 50)
+    assert wait_until(lambda: box.stats().delivered == 50)
     assert sorted(e["event_id"] for e in fake.capi_events) == sorted(ids)
     assert box.dead_letters() == []
     assert box.pause() is None  # lifted for every process by the successful probe
@@ -296,7 +289,7 @@ def test_a_probe_after_the_pause_resumes_by_itself(
     assert first is not None
     # The pause ends while the token is still wrong: one small probe, a longer pause.
     clock[0] = first.until + 1
-    wait_until(lambda: sender.run_once() == 1, timeout=5)
+    assert wait_until(lambda: sender.run_once() == 1, timeout=5)
     second = box.pause(now=clock[0])
     assert second is not None
     assert second.until - clock[0] >= 100  # the backoff grew: about two minutes
@@ -304,10 +297,10 @@ def test_a_probe_after_the_pause_resumes_by_itself(
     # The token is fixed where the process reads it (here: Pinterest accepts it again).
     fake.token = OLD_TOKEN
     clock[0] = second.until + 1
-    wait_until(lambda: sender.run_once() == 1, timeout=5)
+    assert wait_until(lambda: sender.run_once() == 1, timeout=5)
     assert box.pause(now=clock[0]) is None
     assert [p["signal"] for p in pauses] == ["paused", "paused", "resumed"]
-    wait_until(lambda: not sender.run_once() and box.stats().delivered == 5, timeout=5)
+    assert wait_until(lambda: not sender.run_once() and box.stats().delivered == 5, timeout=5)
     assert box.dead_letters() == []
 
 
@@ -329,7 +322,7 @@ def test_retry_after_of_a_year_is_capped_at_an_hour_and_clear_pause_resumes(
     assert sender.run_once() == 0
 
     box.clear_pause()  # flask dedupkit resume
-    wait_until(lambda: sender.run_once() and box.stats().delivered == 3, timeout=5)
+    assert wait_until(lambda: sender.run_once() and box.stats().delivered == 3, timeout=5)
     assert box.dead_letters() == []
     assert sorted(e["event_id"] for e in fake.capi_events) == ["e-0", "e-1", "e-2"]
 
@@ -373,7 +366,7 @@ def test_an_echoed_token_never_reaches_storage_logs_or_results(
 
     def step(requests: int) -> None:
         # The 502 backs the sender off for a few milliseconds: try until it sent.
-        wait_until(lambda: sender.run_once() >= 0 and len(fake.requests) >= requests, 5)
+        assert wait_until(lambda: sender.run_once() >= 0 and len(fake.requests) >= requests, 5)
 
     with caplog.at_level(logging.DEBUG, logger="dedupkit"):
         step(1)

@@ -30,6 +30,8 @@ from dedupkit.sender import (
 from dedupkit.signals import event_dead, event_delivered
 from dedupkit.testing import FakePinterest
 
+from .support.polling import wait_until
+
 T0 = 1_750_000_000.0
 NO_JITTER = RetryPolicy(base=2.0, factor=2.0, cap=60.0, jitter=0.0)
 FAST = RetryPolicy(base=0.01, factor=2.0, cap=0.05, jitter=0.0)
@@ -101,14 +103,6 @@ def box(tmp_path: Path) -> Iterator[SQLiteOutbox]:
     outbox = SQLiteOutbox(tmp_path / "outbox.sqlite3")
     yield outbox
     outbox.close()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        threading.Event().wait(0.005)
 
 
 def test_each_event_of_a_batch_gets_its_own_outcome(box: SQLiteOutbox) -> None:
@@ -438,7 +432,7 @@ def test_run_delivers_what_is_enqueued(
     for i in range(3):
         counting.put(event(f"e{i}", event_time=time.time()))
         sender.wake()
-    wait_until(lambda: len(client.sent_ids) == 3)
+    assert wait_until(lambda: len(client.sent_ids) == 3)
     assert sorted(client.sent_ids) == ["e0", "e1", "e2"]
 
 
@@ -448,7 +442,7 @@ def test_run_flushes_at_once_when_a_batch_is_full(
     client = StubClient()
     sender = Sender(counting, client, batch_size=3)
     loops(sender, flush_interval=60, max_idle=60)
-    wait_until(lambda: counting.claims)
+    assert wait_until(lambda: counting.claims)
     counting.put(event("e0", event_time=time.time()))
     sender.wake()
     counting.put(event("e1", event_time=time.time()))
@@ -457,7 +451,7 @@ def test_run_flushes_at_once_when_a_batch_is_full(
     sender.wake()
     # Two events would wait for the 60 s flush interval; the third fills the batch, which
     # goes at once and whole: a loop that flushed early would have sent a batch of 1 or 2.
-    wait_until(lambda: len(client.sent_ids) == 3)
+    assert wait_until(lambda: len(client.sent_ids) == 3)
     assert [sorted(e["event_id"] for e in b) for b in client.batches] == [["e0", "e1", "e2"]]
 
 
@@ -465,7 +459,7 @@ def test_run_idles_with_a_growing_wait(
     counting: CountingOutbox, loops: Callable[..., Loop]
 ) -> None:
     loops(Sender(counting, StubClient()), flush_interval=0.01, max_idle=0.04)
-    wait_until(lambda: len(counting.claims) >= 9)
+    assert wait_until(lambda: len(counting.claims) >= 9)
     gaps = [b - a for a, b in itertools.pairwise(counting.claims[:9])]
     # Lower bounds only (a busy machine makes waits longer, never shorter): 0.01, 0.02,
     # 0.04, then capped at 0.04. The cap itself is checked without a clock below.
@@ -488,7 +482,7 @@ def test_run_survives_outbox_errors(
     client = StubClient()
     outbox.put(event("e1", event_time=time.time()))
     loops(Sender(outbox, client, policy=FAST), flush_interval=0.01, max_idle=0.02)
-    wait_until(lambda: client.sent_ids == ["e1"])
+    assert wait_until(lambda: client.sent_ids == ["e1"])
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert "delivery failed" in errors[0].getMessage()
@@ -502,7 +496,7 @@ def test_stopping_run_sends_what_is_due_and_returns_promptly(
     client = StubClient()
     sender = Sender(counting, client)
     loop = Loop(sender, flush_interval=60, max_idle=60)
-    wait_until(lambda: counting.claims)
+    assert wait_until(lambda: counting.claims)
     counting.put(event("e1", event_time=time.time()))
     started = time.monotonic()
     loop.close()
@@ -529,7 +523,7 @@ def test_background_sender_starts_once_lazily_and_stops_after_a_last_batch(
     assert background.ensure_started()
     assert len(built) == 1
     assert background.sender is built[0]
-    wait_until(lambda: background._thread is not None and box.stats().pending == 0)
+    assert wait_until(lambda: background._thread is not None and box.stats().pending == 0)
 
     box.put(event("last", event_time=time.time()))
     assert background.stop(timeout=5)
@@ -548,7 +542,7 @@ def test_background_sender_wake_sends_an_enqueued_event(box: SQLiteOutbox) -> No
         background.ensure_started()
         box.put(event("e1", event_time=time.time()))
         background.wake()
-        wait_until(lambda: client.sent_ids == ["e1"])
+        assert wait_until(lambda: client.sent_ids == ["e1"])
     finally:
         background.stop()
 
@@ -589,7 +583,7 @@ def test_a_forked_process_starts_its_own_sender_thread(counting: CountingOutbox)
     try:
         background.ensure_started()
         # Fork while the parent's thread waits, not while it is inside SQLite.
-        wait_until(lambda: counting.claimed)
+        assert wait_until(lambda: counting.claimed)
         parent_thread = background._thread
         assert parent_thread is not None
         ctx = multiprocessing.get_context("fork")
@@ -704,7 +698,7 @@ def test_an_outage_ends_with_everything_delivered(
     statuses = [r.status for r in fake.requests]
     assert statuses[:4] == [503] * 4
     assert set(statuses[4:]) == {200}
-    wait_until(lambda: box.stats().delivered == 30)
+    assert wait_until(lambda: box.stats().delivered == 30)
     assert box.dead_letters() == []
     assert sorted(e["event_id"] for e in fake.capi_events) == sorted(ids)
 
@@ -720,7 +714,7 @@ def test_a_request_that_timed_out_is_sent_again_with_the_same_event_ids(
         box.put(live_event(f"e{i}"))
     try:
         loops(Sender(box, client, policy=FAST), flush_interval=0.01, max_idle=0.02)
-        wait_until(lambda: box.stats().delivered == 3)
+        assert wait_until(lambda: box.stats().delivered == 3)
     finally:
         fake.stop()
         client.close()
@@ -764,7 +758,7 @@ def test_run_forgets_delivered_events_after_they_are_kept_long_enough(
     monkeypatch.setattr(dedupkit.sender, "PRUNE_EVERY", 0.0)
     sender = Sender(box, StubClient(), retry_window=1e-3)
     loops(sender, flush_interval=0.02, max_idle=0.05)
-    wait_until(lambda: box.stats().delivered == 0)
+    assert wait_until(lambda: box.stats().delivered == 0)
     # Forgotten, so the same (name, event_id) is accepted again.
     assert box.put(event("old", event_time=time.time())) is True
 
