@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .assets import snippet
@@ -21,12 +21,11 @@ from .errors import EventNotAllowed, InvalidEvent
 from .intake import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from .ledger import debug as ledger_view
 from .page_url import MAX_INPUT_LENGTH
-from .ratelimit import RateLimiter, retry_after
+from .ratelimit import retry_after
 from .state import State, get_state
 from .visitor import clean_click_id, client_ip
 
 #: Where init_app keeps the app's events rate limiter (``None`` when the limit is off).
-RATE_LIMITER_KEY = "dedupkit.rate_limiter"
 
 logger = logging.getLogger("dedupkit")
 
@@ -168,7 +167,7 @@ def _event_time(value: object, retry_window: float) -> int:
 
 
 def _check_rate(state: State) -> None:
-    limiter: RateLimiter | None = current_app.extensions.get(RATE_LIMITER_KEY)
+    limiter = get_state().rate_limiter
     if limiter is None:
         return
     # The visitor's IP as dedupkit sees it (the CDN's header when configured); behind a

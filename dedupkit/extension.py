@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, has_request_context, request
 
-from . import logs, privacy, tickets, visitor_token
+from . import logs, tickets, visitor_token
 from . import settings as settings_module
-from .blueprint import RATE_LIMITER_KEY, blueprint
+from .blueprint import blueprint
 from .cli import cli
-from .errors import ConfigurationError
 from .event import Event
 from .intake import Submission, current_visitor, record, remember_click_id, start_delivery
 from .page_url import clean_page_url
-from .ratelimit import limiter_for
-from .settings import Settings
 from .state import EXTENSION_KEY, State, get_state
 from .templating import TemplateHelpers
 
@@ -53,10 +49,8 @@ class DedupKit:
                 "A 'DedupKit' instance is already registered on this app; create it once "
                 "and call init_app once per app."
             )
-        settings = _load_settings(app, {**self._overrides, **overrides})
-        limiter = limiter_for(settings.rate_limit)
+        settings = settings_module.load(app.config, overrides={**self._overrides, **overrides})
         app.extensions[EXTENSION_KEY] = State(app, settings)
-        app.extensions[RATE_LIMITER_KEY] = limiter
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
         app.before_request(start_delivery)
@@ -161,22 +155,6 @@ class DedupKit:
         state = get_state()
         keys = tickets.signing_keys(state.app, state.settings)
         return visitor_token.capture(keys, current_visitor(state), clean_page_url(request.url))
-
-
-def _load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
-    # DEDUPKIT_CONSENT holds a callable, which settings.load() does not pass through yet:
-    # it is set aside, and put into the settings after loading them.
-    hook = overrides.pop("consent", None) or app.config.get("DEDUPKIT_CONSENT")
-    config = {k: v for k, v in app.config.items() if k != "DEDUPKIT_CONSENT"}
-    settings = settings_module.load(config, overrides=overrides)
-    if hook is not None:
-        settings = dataclasses.replace(settings, consent=hook)
-    if settings.consent is not None and not callable(settings.consent):
-        raise ConfigurationError(
-            "DEDUPKIT_CONSENT must be a callable (request) -> True | False | None"
-        )
-    privacy.check_mode(settings.gpc)
-    return settings
 
 
 __all__ = ["DedupKit"]

@@ -26,6 +26,8 @@ from flask import Request
 
 from .client import DEFAULT_API_BASE_URL, MAX_BATCH_SIZE
 from .errors import ConfigurationError
+from .privacy import check_mode
+from .ratelimit import parse_rate
 
 logger = logging.getLogger("dedupkit")
 
@@ -262,6 +264,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return None if value is None else _bool(name, value)
     if key == "DEBUG_UI":
         return value if callable(value) else _bool(name, value)
+    if key == "CONSENT":
+        if value is None or callable(value):
+            return value
+        raise ConfigurationError(
+            f"{name} must be a callable (request) -> True | False | None, got "
+            f"{type(value).__name__}"
+        )
     if isinstance(default, bool):
         return _bool(name, value)
     if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -361,6 +370,8 @@ def _check(settings: Settings) -> None:
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)
+    check_mode(settings.gpc)
+    parse_rate(settings.rate_limit)
 
 
 def _check_queue_url(url: str) -> None:

@@ -21,6 +21,7 @@ from .errors import OutboxError
 from .event_names import EventNames
 from .fallback import Fallback
 from .outbox import Outbox, open_outbox
+from .ratelimit import limiter_for
 from .sender import BackgroundSender, Sender
 from .settings import Settings, redacted_url
 from .user_data import UserDataHasher
@@ -62,6 +63,8 @@ class State:
             on_lost=self._count_lost,
         )
         self.background = BackgroundSender(self.make_sender, flush_interval=settings.flush_interval)
+        #: The per-client limit of the public events endpoint, ``None`` when off.
+        self.rate_limiter = limiter_for(settings.rate_limit)
 
     @property
     def enabled(self) -> bool:
