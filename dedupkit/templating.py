@@ -6,7 +6,6 @@ so no event value can close the ``<script>`` it is written into.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from flask import g, has_request_context, url_for
@@ -14,7 +13,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
 from . import privacy, tickets
-from .assets import snippet, static_file
+from .assets import queue_stub, snippet
 from .event import Event
 from .intake import current_visitor
 from .state import get_state
@@ -23,14 +22,17 @@ from .user_data import sha256_hex
 #: ``g`` key: CDN geo headers this response's HTML depends on (``Vary``, see intake).
 VARY_KEY = "_dedupkit_vary"
 
-# Pinterest's base code (pinterest.md §8.1), with the core.js injection behind a consent test
-# run in the browser: the HTML is then the same for every visitor, so a full-page cache cannot
-# serve one visitor's "yes" to another. dedupkit.js reads the same cookie and injects core.js
-# (data-pintrk-src) only when this code held it back and the visitor later says yes.
+# Pinterest's base code (pinterest.md §8.1), marking the queue blocked when core.js cannot load
+# (an ad blocker: the snippet then reports the tag as not fired), with the core.js injection
+# behind a consent test run in the browser: the HTML is then the same for every visitor, so a
+# full-page cache cannot serve one visitor's "yes" to another. dedupkit.js reads the same cookie
+# and injects core.js (data-pintrk-src) only when this code held it back and the visitor later
+# says yes.
 _BASE_CODE = (
     "!function(e,c){if(!window.pintrk){window.pintrk=function(){window.pintrk.queue.push("
     'Array.prototype.slice.call(arguments))};var n=window.pintrk;n.queue=[],n.version="3.0";'
-    'if(c){var t=document.createElement("script");t.async=!0,t.src=e;'
+    'if(c){var t=document.createElement("script");t.async=!0,t.src=e,'
+    "t.onerror=function(){n.blocked=1};"
     'var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r)}}}'
     "({src},{consented});"
 )
@@ -42,12 +44,6 @@ def _consent_test(cookie: str, required: bool) -> str:
     if required:
         return f"/(^|; ){cookie}=1(;|$)/.test(document.cookie)"
     return f"!/(^|; ){cookie}=0(;|$)/.test(document.cookie)"
-
-
-@lru_cache(maxsize=1)
-def queue_stub() -> str:
-    """The inline stub that queues ``dedupkit.track`` calls made before the snippet loads."""
-    return static_file("dedupkit-stub.js").decode("utf-8").strip()
 
 
 class TemplateHelpers:

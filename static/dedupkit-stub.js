@@ -12,7 +12,7 @@
   queue.track = function (name, data, options, id) {
     // Minted now so the page can use the id at once; without randomUUID, dedupkit.js mints it.
     try {
-      id = crypto.randomUUID();
+      id = options && options.event_id || crypto.randomUUID();
     } catch (error) {}
     queue.push([name, data, new Date, location.href, id, options]);
     return id;
@@ -23,9 +23,14 @@
   // With the base code on the page the tag call is made here, so it happens even where
   // dedupkit.js is blocked (tag: 1 tells dedupkit.js so); without it (a drop-in page, whose
   // tag dedupkit.js loads) the tag is left undefined and dedupkit.js makes the call.
+  // The entry is queued at the load event, by when core.js has loaded or failed (the base code
+  // then marks window.pintrk.blocked): the evidence tells a blocked tag from one that fired.
   queue.mirror = function (tagName, data, capiName, pintrk) {
+    function done() {
+      queue.push(['m', tagName, data, capiName, pintrk && 1]);
+    }
     pintrk = window.pintrk;
-    queue.push(['m', tagName, data, capiName, pintrk && 1]);
     pintrk && pintrk('track', tagName, data);
+    document.readyState == 'complete' ? done() : addEventListener('load', done);
   };
 })(window.dedupkit = window.dedupkit || []);

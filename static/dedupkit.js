@@ -34,11 +34,12 @@
     return (/[?&]epik=([^&#]+)/.exec(href) || [])[1];
   }
 
-  // Calls the tag: 1 when the call was made, 0 when the tag is absent or broke.
+  // Calls the tag: 1 when the call was made, 0 when the tag is absent, broke, or its core.js
+  // could not load (an ad blocker: the base code and release() mark the queue as blocked).
   function pintrk() {
     try {
       window.pintrk.apply(window, arguments);
-      return 1;
+      return +!window.pintrk.blocked;
     } catch (error) {
       return 0;
     }
@@ -56,8 +57,8 @@
     try {
       body = JSON.stringify(body);
       navigator.sendBeacon && navigator.sendBeacon(endpoint, body) ||
-        fetch(endpoint, {method: 'POST', body: body, keepalive: true, credentials: 'include'})
-          .then(null, function () {});
+        fetch(endpoint, {method: 'POST', body: body, keepalive: !0, credentials: 'include'})
+          .then(null, Boolean); // a rejection handled, so nothing reaches the console
     } catch (error) {}
   }
 
@@ -68,17 +69,18 @@
       // Known only when sent: a held event was granted consent on this page. Evidence has
       // exactly its four keys.
       if (consentState > 1 && !body.evidence) body.consent = 1;
-      body.tag = tag == null ? pintrk('track', tagName, tagData) : tag;
+      body.tag = tag == null ? pintrk('track', tagName, tagData) : tag && +!window.pintrk.blocked;
       beacon(body);
     }
     consentState > 0 ? go() : consentState && held.push(go);
   }
 
+  // randomUUID needs a secure context; elsewhere 128 random bits in base 36 are as unique.
   function newEventId(crypto) {
     return crypto.randomUUID ? crypto.randomUUID() :
-      '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, function (digit) {
-        return (digit ^ crypto.getRandomValues(new Uint8Array(1))[0] & 15 >> digit / 4).toString(16);
-      });
+      [].map.call(crypto.getRandomValues(new Uint32Array(4)), function (part) {
+        return part.toString(36);
+      }).join('-');
   }
 
   // queued: the stub's entry, carrying the id, page and time of the original call.
@@ -86,7 +88,8 @@
     var tagData = {}, key, href, eventId, tagName, body;
     try {
       queued = queued || [];
-      eventId = queued[4] || newEventId(window.crypto || {});
+      // A ticketed event keeps the id its ticket was signed for (checkout-<order id>).
+      eventId = options && options.event_id || queued[4] || newEventId(window.crypto || {});
       href = queued[3] || location.href;
       for (key in data) tagData[key] = data[key];
       tagData.event_id = eventId;
@@ -111,6 +114,8 @@
 
   // An event the server tracked: fire the tag with its data (event_id included) and tell the
   // server whether the tag call happened. tag is given when the stub already made the call.
+  // The stub hands mirrored events over at the page's load event, by when core.js has loaded
+  // or failed, so that the evidence tells a blocked tag from one that fired.
   function mirror(tagName, data, capiName, tag) {
     send(tagName, data, {evidence: 1, event_name: capiName, event_id: (data || 0).event_id}, tag);
   }
@@ -120,6 +125,9 @@
     if (pintrkSrc) {
       element = document.createElement('script');
       element.src = pintrkSrc;
+      element.onerror = function () {
+        window.pintrk.blocked = 1;
+      };
       document.head.appendChild(element);
       pintrkSrc = 0;
     }
@@ -177,7 +185,7 @@
     // With automatic page_visit a bare page() would count the visit twice.
     ownTag && !pageVisit && pintrk('page');
     consentState > 0 && release();
-    window.dedupkit = {v: '0.1.0', loaded: true, track: track, consent: consent, mirror: mirror};
+    window.dedupkit = {v: '0.1.0', loaded: !0, track: track, consent: consent, mirror: mirror};
     stub.push = function (entry) {
       entry[0] == 'm' ? mirror.apply(0, entry.slice(1)) :
         entry[2] ? track(entry[0], entry[1], entry[5], entry) : consent(entry[0]);

@@ -1,7 +1,7 @@
 """The browser snippet stays within its size budget, stays ES5, and ships its minifier's output.
 
 Budgets: the served snippet (dedupkit.min.js) at most 1.5 KB after ``gzip -9`` (the contract); the
-inline stub that ``dedupkit.head()`` writes into every page (dedupkit-stub.min.js) at most 320 bytes
+inline stub that ``dedupkit.head()`` writes into every page (dedupkit-stub.min.js) at most 420 bytes
 as it is.
 """
 
@@ -29,7 +29,7 @@ ALL_FILES = [SOURCE, SNIPPET, STUB_SOURCE, STUB]
 #: Bytes of ``static/dedupkit.min.js`` after gzip -9.
 SNIPPET_GZIP_BUDGET = 1536
 #: Bytes of ``static/dedupkit-stub.min.js`` as inlined.
-STUB_RAW_BUDGET = 320
+STUB_RAW_BUDGET = 420
 
 #: Syntax newer than ES5, looked for in code with comments and literals blanked out.
 _NOT_ES5 = {

@@ -122,6 +122,17 @@ for (const [variant, files] of Object.entries(FILES)) {
         assert.ok(page.tracked.every(([, , data]) => !('ticket' in data)));
       });
 
+      test('a ticketed event keeps the event_id its ticket was signed for, also through the stub', () => {
+        const page = makePage();
+        page.stub();
+        const early = page.dedupkit.track('checkout', { value: 5 }, { ticket: 't1', event_id: 'checkout-A-1' });
+        page.load();
+        const late = page.dedupkit.track('checkout', { value: 5 }, { ticket: 't2', event_id: 'checkout-A-2' });
+        assert.deepEqual([early, late], ['checkout-A-1', 'checkout-A-2']);
+        assert.deepEqual(bodies(page).map((b) => b.event_id), ['checkout-A-1', 'checkout-A-2']);
+        assert.deepEqual(page.tracked.map(([, , data]) => data.event_id), ['checkout-A-1', 'checkout-A-2']);
+      });
+
       test('gpc: 1 only when navigator.globalPrivacyControl is true', () => {
         for (const [gpc, expected] of [[true, 1], [false, undefined], [undefined, undefined]]) {
           const page = makePage({ gpc, attrs: { gpc: 'ignore' } });
@@ -296,6 +307,26 @@ for (const [variant, files] of Object.entries(FILES)) {
         page.load();
         assert.deepEqual(queueOf(page), [['load', TAG_ID], ['page'], ['track', 'checkout', data]]);
         assert.deepEqual(bodies(page), [{ evidence: 1, event_name: 'checkout', event_id: 'checkout-A-1001', tag: 1 }]);
+      });
+
+      test('the stub hands the evidence over at the load event, when a blocked core.js is known', () => {
+        const page = makePage({ readyState: 'loading' });
+        page.stub();
+        page.dedupkit.mirror('checkout', data, 'checkout');
+        assert.deepEqual(page.tracked, [['track', 'checkout', data]], 'the tag fires at once');
+        page.load();
+        assert.deepEqual(bodies(page), [], 'no evidence before the load event');
+        page.ctx.pintrk.blocked = 1; // the base code's onerror: an ad blocker stopped core.js
+        page.fireLoad();
+        assert.deepEqual(bodies(page), [{ evidence: 1, event_name: 'checkout', event_id: 'checkout-A-1001', tag: 0 }]);
+      });
+
+      test('a browser event after core.js failed reports the tag as not fired', () => {
+        const page = makePage();
+        page.load();
+        page.ctx.pintrk.blocked = 1;
+        page.dedupkit.track('add_to_cart', {});
+        assert.equal(bodies(page)[0].tag, 0);
       });
 
       test('through the stub without any tag: tag 0', () => {

@@ -14,6 +14,8 @@ export const FILES = {
 export const SRC = 'https://shop.example/dedupkit/dedupkit.js';
 export const ENDPOINT = 'https://shop.example/dedupkit/events';
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+/** Four 32-bit random numbers in base 36: what the snippet mints without randomUUID. */
+export const RANDOM_ID = /^[0-9a-z]{1,7}(-[0-9a-z]{1,7}){3}$/;
 
 // Objects made inside the vm context have that realm's prototypes; compare plain copies.
 export const plain = (value) => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)));
@@ -69,7 +71,8 @@ const fakeUUID = () => `00000000-0000-4000-8000-${String(++uuidCounter).padStart
  * url, attrs (data-* of the script tag), cookies, beacon (true | false | 'missing'),
  * pintrk ('record' | 'throw' | 'missing'), crypto ('uuid' | 'random-values' | 'none'),
  * currentScript (false: document.currentScript is null), fetch ('ok' | 'reject'),
- * gpc (navigator.globalPrivacyControl), files (FILES.shipped | FILES.source).
+ * gpc (navigator.globalPrivacyControl), files (FILES.shipped | FILES.source),
+ * readyState ('complete' | 'loading': then page.fireLoad() ends the page's loading).
  */
 export function makePage(options = {}) {
   const {
@@ -83,6 +86,7 @@ export function makePage(options = {}) {
     fetch = 'ok',
     gpc = undefined,
     files = FILES.shipped,
+    readyState = 'complete',
   } = options;
   const log = { beacons: [], fetches: [], tags: [], appended: [], rejectionHandled: [] };
   const location = {
@@ -95,7 +99,9 @@ export function makePage(options = {}) {
   const tag = scriptElement(SRC, attrs);
   const scripts = [scriptElement('https://cdn.example/jquery.js', {}), tag];
 
+  const loadListeners = [];
   const document = {
+    readyState,
     currentScript: null,
     get cookie() {
       return jar.read();
@@ -129,6 +135,9 @@ export function makePage(options = {}) {
     document,
     navigator,
     location,
+    addEventListener(type, listener) {
+      if (type === 'load') loadListeners.push(listener);
+    },
     fetch(endpoint, init) {
       log.fetches.push({ endpoint, init: { ...init } });
       // A thenable: records whether the snippet handles a network failure.
@@ -176,6 +185,11 @@ export function makePage(options = {}) {
       document.currentScript = currentScript ? tag : null;
       vm.runInContext(files.snippet, ctx, { filename: 'dedupkit.js' });
       document.currentScript = null;
+    },
+    /** The window's load event: async scripts (core.js) have loaded or failed by now. */
+    fireLoad() {
+      document.readyState = 'complete';
+      loadListeners.splice(0).forEach((listener) => listener());
     },
     get dedupkit() {
       return ctx.dedupkit;
