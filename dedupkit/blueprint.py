@@ -8,6 +8,7 @@ bounds (:mod:`dedupkit.beacon`), and conversions need a signed ticket (:mod:`ded
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from typing import Any, NoReturn
@@ -167,7 +168,7 @@ def _event_time(value: object, retry_window: float) -> int:
 
 
 def _check_rate(state: State) -> None:
-    limiter = get_state().rate_limiter
+    limiter = state.rate_limiter
     if limiter is None:
         return
     # The visitor's IP as dedupkit sees it (the CDN's header when configured); behind a
@@ -175,6 +176,13 @@ def _check_rate(state: State) -> None:
     client = client_ip(request, state.settings.client_ip_header) or "unknown"
     wait = limiter.take(client)
     if wait:
+        if client == "unknown" or ipaddress.ip_address(client).is_private:
+            logger.warning(
+                "refused beacons from %s, a private address: if the app is behind a proxy or "
+                "CDN, every shopper shares its address. Use Werkzeug's ProxyFix or set "
+                "DEDUPKIT_CLIENT_IP_HEADER (or raise DEDUPKIT_RATE_LIMIT)",
+                client,
+            )
         seconds = retry_after(wait)
         response = jsonify(
             error=f"too many events from this client: at most {limiter.burst} per "

@@ -111,8 +111,8 @@ class Settings:
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
-    #: Beacons per client IP on ``POST {prefix}/events``, e.g. ``"120/minute"``; ``"off"``.
-    rate_limit: str = "120/minute"
+    #: Beacons per client IP on ``POST {prefix}/events``, e.g. ``"300/minute"``; ``"off"``.
+    rate_limit: str = "300/minute"
     #: CDN headers with the visitor's country and region (state), for LDP's ``country``/``st``.
     geo_country_header: str | None = None
     geo_region_header: str | None = None

@@ -294,3 +294,17 @@ def test_an_outbox_path_that_cannot_be_a_database_still_answers(
     assert response.status_code == 202
     assert "could not write to the dedupkit outbox" in caplog.text
     assert "not-a-file" in caplog.text
+
+
+def test_a_limited_private_address_says_the_app_may_be_behind_a_proxy(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(RATE_LIMIT="2/minute")
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    assert [beacon(app, add_to_cart(), environ_base=proxy).status_code for _ in range(3)] == [
+        202,
+        202,
+        429,
+    ]
+    assert "ProxyFix" in caplog.text
+    assert "DEDUPKIT_CLIENT_IP_HEADER" in caplog.text
