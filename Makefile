@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/snippet_size.py
 	$(BIN)/python bench/delivery_cpu.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/hot_path.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Test doubles: :class:`FakePinterest`, an offline Pinterest on a real local socket.
 
-Needs the ``testing`` extra (``pip install 'dedupkit[testing]'``) for ``jsonschema``.
+Needs the ``testing`` extra (``pip install 'flask-dedupkit[testing]'``) for ``jsonschema``.
 """
 
 from __future__ import annotations

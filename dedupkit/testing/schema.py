@@ -16,7 +16,7 @@ try:
     from referencing import Registry, Resource
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        "dedupkit.testing needs the jsonschema package: pip install 'dedupkit[testing]'"
+        "dedupkit.testing needs the jsonschema package: pip install 'flask-dedupkit[testing]'"
     ) from exc
 
 from ..spec import load_request_schema, load_response_schema

@@ -25,6 +25,8 @@ class CountingClient:
 
     def __init__(self, client: CapiClient) -> None:
         self.client = client
+        # The sender compares it with a credentials pause's, to probe at once after a rotation.
+        self.token_id = client.token_id
         self.sent = 0
 
     def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
