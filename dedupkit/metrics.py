@@ -35,7 +35,7 @@ SKIP_OUTCOMES = {
     "skipped_identity": "no_identity",
 }
 MISSING_EXTRA = (
-    "dedupkit metrics need prometheus_client: pip install 'dedupkit[metrics]' "
+    "dedupkit metrics need prometheus_client: pip install 'flask-dedupkit[metrics]' "
     "(or pip install prometheus_client)"
 )
 

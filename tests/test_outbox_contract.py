@@ -441,9 +441,7 @@ def test_threads_on_two_outboxes_never_claim_the_same_entry(box: Outbox, other: 
 # -- what the ledger, coverage and metrics read ------------------------------------------------
 
 
-def test_tag_evidence_may_come_first_and_fired_once_stays_fired(
-    box: Outbox, other: Outbox
-) -> None:
+def test_tag_evidence_may_come_first_and_fired_once_stays_fired(box: Outbox, other: Outbox) -> None:
     box.record_tag("checkout", "e1", True, now=T0)
     other.record_tag("checkout", "e1", False, now=T0 + 1)  # a blocked reload
     box.record_tag("checkout", "e2", False, now=T0)
