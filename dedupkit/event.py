@@ -15,9 +15,8 @@ from typing import Any
 from .custom_data import text, to_custom_data
 from .errors import InvalidEvent
 from .event_names import STANDARD, EventName, EventNames
-from .limits import MAX_STRING_LENGTH
 from .page_url import clean_page_url
-from .user_data import CLEAR_FIELDS, UserDataHasher, has_required_identity
+from .user_data import UserDataHasher, has_required_identity
 
 #: Longest event_id accepted. Pinterest sets no limit; this keeps ids sane in URLs and logs.
 MAX_EVENT_ID_LENGTH = 256
@@ -135,14 +134,8 @@ def build_event(
         )
     if opt_out is not None and not isinstance(opt_out, bool):
         raise InvalidEvent(f"opt_out must be True, False or None, got {type(opt_out).__name__}")
-    try:
-        user_data = (hasher or UserDataHasher()).hash(_checked_user(user))
-    except InvalidEvent:
-        raise
-    except ValueError as exc:
-        # The hasher's own message names an unknown key, never a value; others might.
-        reason = str(exc) if str(exc).startswith("unknown user field") else "unusable user data"
-        raise InvalidEvent(reason) from None
+    # The hasher bounds every value before any work and raises InvalidEvent naming the field.
+    user_data = (hasher or UserDataHasher()).hash(user)
     if require_identity and not has_required_identity(user_data):
         raise InvalidEvent(
             f"event {resolved.capi!r} needs an email, a mobile ad id, or both the client IP "
@@ -164,37 +157,6 @@ def build_event(
         language=_optional_text(language, "language", 64),
         partner_name=_optional_text(partner_name, "partner_name", 256),
     )
-
-
-def _checked_user(user: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``user`` with every value bounded text (or a date), before anything hashes it.
-
-    A clear field from the request (user agent, click id) that is unusable is dropped: it is
-    optional. A bad PII value is the caller's mistake and raises.
-    """
-    if user is None:
-        return {}
-    if not isinstance(user, Mapping):
-        raise InvalidEvent(f"user must be a mapping, got {type(user).__name__}")
-    checked: dict[str, Any] = {}
-    for key, value in user.items():
-        if not isinstance(key, str):
-            raise InvalidEvent(f"user field names must be text, got {type(key).__name__}")
-        field = f"user.{key[:64]}"
-        many = isinstance(value, (list, tuple, set, frozenset))
-        values = list(value) if many else [value]
-        if len(values) > MAX_USER_VALUES:
-            raise InvalidEvent(f"{field} must list at most {MAX_USER_VALUES} values")
-        try:
-            for one in values:
-                if one is not None and not isinstance(one, dt.date):
-                    text(one, field, MAX_STRING_LENGTH)
-        except InvalidEvent:
-            if key in CLEAR_FIELDS:
-                continue
-            raise
-        checked[key] = value
-    return checked
 
 
 def _optional_text(value: object, field: str, limit: int) -> str | None:

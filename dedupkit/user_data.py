@@ -301,13 +301,14 @@ class UserDataHasher:
             normalize = self._normalizers.get(field)
             if normalize is None:
                 raise InvalidEvent(f"unknown user field {key[:64]!r}: use one of {_ALL_KEYS}")
+            label = f"user.{key}"  # messages name the caller's key, never a value
             if type(value) is str:  # the common case: one string, no list to build
-                digest = _hash_one(field, value, normalize)
+                digest = _hash_one(field, label, value, normalize)
                 if digest is not None:
                     _add(out, field, digest)
                 continue
-            for one in _values(field, value):
-                digest = _hash_one(field, one, normalize)
+            for one in _values(label, value):
+                digest = _hash_one(field, label, one, normalize)
                 if digest is not None:
                     _add(out, field, digest)
         return out
@@ -321,54 +322,56 @@ def _add(out: dict[str, Any], field: str, digest: str) -> None:
         existing.append(digest)
 
 
-def _hash_one(field: str, value: Any, normalize: Callable[[Any], str | None]) -> str | None:
+def _hash_one(
+    field: str, label: str, value: Any, normalize: Callable[[Any], str | None]
+) -> str | None:
     if field == "db" and isinstance(value, dt.date):
         normalized = normalize(value)  # a date needs no text checks
     else:
-        text = value if type(value) is str else _number_text(field, value)
+        text = value if type(value) is str else _number_text(label, value)
         if len(text) > MAX_LENGTH:
-            logger.warning("dropped an over-long %s value (%d characters)", field, len(text))
+            logger.warning("dropped an over-long %s value (%d characters)", label, len(text))
             return None
         if not text.isascii() and not _encodes(text):
-            logger.warning("dropped a %s value that is not valid Unicode text", field)
+            logger.warning("dropped a %s value that is not valid Unicode text", label)
             return None
         if len(text) >= 64 and _HEX64.match(text.strip()):
             return text.strip().lower()  # already hashed by the caller
         normalized = normalize(text)
     if normalized is None:
-        logger.warning("dropped an unusable %s value from user data", field)
+        logger.warning("dropped an unusable %s value", label)
         return None
     return sha256_hex(normalized)
 
 
-def _values(field: str, value: Any) -> list[Any]:
+def _values(label: str, value: Any) -> list[Any]:
     if isinstance(value, (list, tuple, set, frozenset)):
         if len(value) > MAX_VALUES:
-            raise InvalidEvent(f"user field {field} must list at most {MAX_VALUES} values")
+            raise InvalidEvent(f"{label} must list at most {MAX_VALUES} values")
         return [one for one in value if one is not None and one != ""]
     return [value]
 
 
-def _number_text(field: str, value: Any) -> str:
+def _number_text(label: str, value: Any) -> str:
     """An int or float given for a text field (a zip or phone as a number), as text."""
     if type(value) is int:
         # Bounded before str(): a 5,000-digit int would raise, a 4,000-digit one cost time.
         if -(10**64) < value < 10**64:
             return str(value)
-        raise InvalidEvent(f"user field {field} must be text or a number of at most 64 digits")
+        raise InvalidEvent(f"{label} must be text or a number of at most 64 digits")
     if type(value) is float:
         return repr(value)
-    raise InvalidEvent(f"user field {field} must be text or a number, got {type(value).__name__}")
+    raise InvalidEvent(f"{label} must be text or a number, got {type(value).__name__}")
 
 
 def _clear_text(key: str, value: Any) -> str | None:
     """A clear field as sent, or None (with a warning) when it cannot be sent."""
     text = value if type(value) is str else _number_text(key, value)
     if len(text) > MAX_CLEAR_LENGTH:
-        logger.warning("dropped an over-long %s (%d characters)", key, len(text))
+        logger.warning("dropped an over-long user.%s (%d characters)", key, len(text))
         return None
     if not text.isascii() and not _encodes(text):
-        logger.warning("dropped a %s that is not valid Unicode text", key)
+        logger.warning("dropped a user.%s that is not valid Unicode text", key)
         return None
     return text
 
