@@ -276,7 +276,7 @@ def test_a_static_site_on_another_subdomain_keeps_the_click(
     with LiveServer(static_site(site)) as www:
         www_origin = f"http://www.shop.test:{www.port}"
         # Settings are read once at start-up: the static site listens before the shop starts.
-        app, shop_server = make_shop(COOKIE_DOMAIN="shop.test", ALLOWED_ORIGINS=[www_origin])
+        _, shop_server = make_shop(COOKIE_DOMAIN="shop.test", ALLOWED_ORIGINS=[www_origin])
         shop_url = f"http://shop.test:{shop_server.port}"
         site["/landing.html"] = f"""<!doctype html><html><head>
 <script defer src="{shop_url}/dedupkit/dedupkit.js" data-cookie-domain="shop.test"></script>
