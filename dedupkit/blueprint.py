@@ -16,9 +16,11 @@ from typing import Any, NoReturn
 from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .assets import snippet
 from .beacon import parse_beacon
 from .errors import EventNotAllowed, InvalidEvent
+from .evidence import is_evidence, record_evidence, record_tag_flag
 from .intake import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from .ledger import debug as ledger_view
 from .page_url import MAX_INPUT_LENGTH
@@ -86,6 +88,13 @@ def events() -> Response:
     _check_rate(state)
     _check_origin(state)
     body = _read_body()
+    if is_evidence(body):
+        # The page mirrored an event the server tracked: only whether its tag call happened.
+        try:
+            record_evidence(state, body)
+        except InvalidEvent as exc:
+            _reject(400, str(exc))
+        return _with_cors(Response(status=202))
     submission = _submission(body, state)
     visitor = current_visitor(state, _raw_page_url(body))
     try:
@@ -94,6 +103,7 @@ def events() -> Response:
         _reject(403, str(exc))
     except InvalidEvent as exc:
         _reject(400, str(exc))
+    record_tag_flag(state, recorded.event.capi_name, recorded.event.event_id, body.get("tag"))
     if submission.ticket is not None and recorded.outcome is Outcome.DUPLICATE:
         # One ticket, one conversion: a replay is refused, and nothing more was queued.
         _reject(409, f"ticket already used: event {recorded.event.event_id!r} is recorded once")
@@ -227,5 +237,6 @@ def _with_cors(response: Response) -> Response:
     return response
 
 
-# The dedup ledger lives in its own module; it is a view of this blueprint.
+# The dedup ledger and the metrics live in their own modules; they are views of this blueprint.
 blueprint.add_url_rule("/debug", "debug", ledger_view)
+metrics.register(blueprint)

@@ -21,7 +21,6 @@ from .bots import is_bot
 from .errors import ConfigurationError, EventNotAllowed, InvalidEvent
 from .event import Event, build_event
 from .limits import check_capi_event
-from .page_url import clean_page_url
 from .state import State, Stored, get_state
 from .user_data import has_required_identity
 from .visitor import Consent, Visitor, read_visitor
@@ -138,7 +137,7 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         hasher=state.hasher,
         event_id=submission.event_id,
         event_time=submission.event_time,
-        event_source_url=clean_page_url(submission.event_source_url),
+        event_source_url=submission.event_source_url,
         user=user,
         partner_name=state.settings.partner_name,
         require_identity=False,
@@ -147,12 +146,13 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         _check_ticket(state, submission.ticket, event)
     if not state.enabled:
         return Recorded(event, Outcome.DISABLED)
-    if treatment is privacy.Treatment.OPT_OUT:
-        state.record_skip(SkipReason.GPC_OPT_OUT.value)
-        return Recorded(event, Outcome.SKIPPED, SkipReason.GPC_OPT_OUT)
-    reason = _skip_reason(state, event, visitor, submission.page_consent)
+    reason = (
+        SkipReason.GPC_OPT_OUT
+        if treatment is privacy.Treatment.OPT_OUT
+        else _skip_reason(state, event, visitor, submission.page_consent)
+    )
     if reason is not None:
-        state.record_skip(reason.value)
+        state.record_skip(reason.value, event_name=event.capi_name, event_id=event.event_id)
         return Recorded(event, Outcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()

@@ -106,7 +106,7 @@ def metrics() -> Response:
     """The Prometheus text of the app's outbox; 404 unless ``DEDUPKIT_METRICS`` allows it."""
     state = get_state()
     # Read defensively: the setting is new, and older Settings objects do not have it.
-    if not debug_ui_allowed(getattr(state.settings, "metrics", False)):
+    if not debug_ui_allowed(state.settings.metrics):
         abort(404)
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

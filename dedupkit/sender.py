@@ -223,6 +223,7 @@ class Sender:
                 to_send.append(entry)
             else:
                 batch.expired.append(entry)
+                batch.never_sent.add(entry.id)
         if to_send:
             now = self._deliver(batch, to_send, fixed_now)
         self._store(batch, now)
@@ -244,6 +245,7 @@ class Sender:
             if len(group) == 1 and _size(group[0].raw) + _BODY_OVERHEAD > self.max_body_bytes:
                 limit = f"{self.max_body_bytes} bytes"
                 batch.refused[f"the event is larger than a request may be ({limit})"] += group
+                batch.never_sent.add(group[0].id)
             else:
                 groups.append(group)
         started = time.monotonic()
@@ -358,7 +360,9 @@ class Sender:
         # Acks first: they are what keeps an event from being sent twice.
         totals = self.totals
         if batch.delivered:
-            self.outbox.ack([entry.id for entry in batch.delivered])
+            # The ledger shows events sent with ?test=true as "test": Pinterest records nothing.
+            test = getattr(self.client, "test_mode", None)
+            self.outbox.ack([entry.id for entry in batch.delivered], test=test)
             totals.delivered += len(batch.delivered)
         if batch.credentials is not None:
             self._pause_for_credentials(batch, now)
@@ -369,10 +373,10 @@ class Sender:
         elif batch.judged:
             self._resume(batch, now)
         for message, entries in batch.refused.items():
-            self.outbox.dead([entry.id for entry in entries], reason=message, now=now)
+            self._dead(entries, message, now, batch.never_sent)
             totals.dead_by_reason[message] += len(entries)
         if batch.expired:
-            self.outbox.dead([entry.id for entry in batch.expired], reason=EXPIRED, now=now)
+            self._dead(batch.expired, EXPIRED, now, batch.never_sent)
             totals.dead_by_reason[EXPIRED] += len(batch.expired)
         totals.dead += batch.dead_count
         if batch.unsent:
@@ -383,6 +387,15 @@ class Sender:
             self.outbox.retry([entry.id for entry in entries], not_before=not_before, error=message)
             totals.retried += len(entries)
         self._log(batch, now)
+
+    def _dead(self, entries: list[Claimed], reason: str, now: float, never_sent: set[str]) -> None:
+        # An attempt is a request that carried the event: one that died unsent adds none.
+        sent = [entry.id for entry in entries if entry.id not in never_sent]
+        unsent = [entry.id for entry in entries if entry.id in never_sent]
+        if sent:
+            self.outbox.dead(sent, reason=reason, now=now)
+        if unsent:
+            self.outbox.dead(unsent, reason=reason, now=now, sent=False)
 
     def _pause_for_credentials(self, batch: _Batch, now: float) -> None:
         reason = batch.credentials or ""
@@ -564,6 +577,8 @@ class _Batch:
         self.held: list[Claimed] = []
         #: Not sent within the request budget: retried soon.
         self.unsent: list[Claimed] = []
+        #: Ids of entries that die without a request carrying them (expired, too large).
+        self.never_sent: set[str] = set()
         #: Why the credentials failed, when they did.
         self.credentials: str | None = None
         #: ``(until, kind, reason)`` of the longest wait Pinterest asked for.

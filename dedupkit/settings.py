@@ -86,6 +86,8 @@ class Settings:
     require_consent: bool = False
     browser_events: tuple[str, ...] = DEFAULT_BROWSER_EVENTS
     debug_ui: Guard = False
+    #: ``{prefix}/metrics`` (Prometheus text): a flag, or ``(request) -> bool`` like DEBUG_UI.
+    metrics: Guard = False
     retry_window: float = 3600.0
     advertiser_events: tuple[str, ...] = ()
     phone_region: str | None = None
@@ -262,7 +264,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     name = PREFIX + key
     if key == "ENABLED":
         return None if value is None else _bool(name, value)
-    if key == "DEBUG_UI":
+    if key in ("DEBUG_UI", "METRICS"):
         return value if callable(value) else _bool(name, value)
     if key == "CONSENT":
         if value is None or callable(value):

@@ -131,10 +131,13 @@ class State:
             self.background.wake()
         return Stored.QUEUED if queued else Stored.DUPLICATE
 
-    def record_skip(self, reason: str) -> None:
-        """Count an event deliberately not sent; a failing outbox only loses the count."""
+    def record_skip(
+        self, reason: str, *, event_name: str | None = None, event_id: str | None = None
+    ) -> None:
+        """Count an event deliberately not sent (and keep it for the ledger's "tag only"
+        verdict); a failing outbox only loses the count."""
         try:
-            self.outbox.record_skip(reason)
+            self.outbox.record_skip(reason, event_name=event_name, event_id=event_id)
         except OutboxError:
             logger.warning("could not count a skipped event (%s)", reason)
 

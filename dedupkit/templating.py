@@ -115,12 +115,19 @@ class TemplateHelpers:
                 return Markup("")  # the server did not send it either
         name = htmlsafe_json_dumps(event.tag_name)
         data = htmlsafe_json_dumps(event.to_pintrk())
-        calls = f"window.pintrk('track',{name},{data})"
+        capi_name = htmlsafe_json_dumps(event.capi_name)
+        ldp = ""
         if privacy.is_ldp(event.custom_data):
             # The same flag and hashed st/country as the CAPI copy, set before the event.
-            ldp = htmlsafe_json_dumps(privacy.ldp_tag_settings(event.user_data))
-            calls = f"(window.pintrk('set',{ldp}),{calls})"
-        return Markup(f"<script>window.pintrk&&{calls};</script>")
+            settings = htmlsafe_json_dumps(privacy.ldp_tag_settings(event.user_data))
+            ldp = f"window.pintrk&&pintrk('set',{settings});"
+        # Through the snippet (or its stub) when there: it fires the tag and tells the server
+        # whether the call happened. Without it (blocked), a plain tag call.
+        return Markup(
+            f"<script>{ldp}!function(d,t,x,n){{d&&d.mirror?d.mirror(t,x,n):"
+            f"window.pintrk&&pintrk('track',t,x)}}(window.dedupkit,{name},{data},{capi_name})"
+            "</script>"
+        )
 
     def ticket(
         self,

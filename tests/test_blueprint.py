@@ -13,7 +13,7 @@ from werkzeug.test import TestResponse
 
 from dedupkit.state import get_state
 
-from .conftest import CHROME_UA, AppFactory, queued
+from .conftest import CHROME_UA, AppFactory, kit_for, queued, shopper_request
 
 PAGE = "https://shop.example/products/boots"
 
@@ -308,3 +308,43 @@ def test_a_limited_private_address_says_the_app_may_be_behind_a_proxy(
     ]
     assert "ProxyFix" in caplog.text
     assert "DEDUPKIT_CLIENT_IP_HEADER" in caplog.text
+
+
+class TestTagEvidence:
+    def test_a_browser_event_keeps_whether_its_tag_fired(self, app: Flask) -> None:
+        assert beacon(app, add_to_cart(event_id="fired", tag=1)).status_code == 202
+        assert beacon(app, add_to_cart(event_id="blocked", tag=0)).status_code == 202
+        tags = {entry.event_id: entry.tag for entry in get_state(app).outbox.recent()}
+        assert tags == {"fired": True, "blocked": False}
+
+    def test_an_evidence_beacon_marks_a_server_event_and_queues_nothing(self, app: Flask) -> None:
+        with shopper_request(app, "/thanks"):
+            kit_for(app).track("checkout", order_id="A-1", value=5, currency="USD")
+        evidence = {"evidence": 1, "event_name": "checkout", "event_id": "checkout-A-1", "tag": 1}
+        assert beacon(app, evidence).status_code == 202
+        [entry] = get_state(app).outbox.recent()
+        assert (entry.event_id, entry.tag) == ("checkout-A-1", True)
+        assert get_state(app).outbox.stats().pending == 1
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"evidence": 1, "event_name": "checkout", "event_id": "x", "tag": 1, "value": 9},
+            {"evidence": 1, "event_name": "purchase", "event_id": "x", "tag": 1},
+            {"evidence": 1, "event_name": "checkout", "event_id": "x" * 300, "tag": 1},
+        ],
+    )
+    def test_junk_evidence_is_a_400(self, app: Flask, body: dict[str, Any]) -> None:
+        assert beacon(app, body).status_code == 400
+
+    def test_a_skipped_event_is_kept_by_name_and_id_for_the_ledger(
+        self, make_app: AppFactory
+    ) -> None:
+        app = make_app(REQUIRE_CONSENT=True)
+        beacon(app, add_to_cart(event_id="no-yes"))
+        [skip] = get_state(app).outbox.recent_skips(10)
+        assert (skip.event_name, skip.event_id, skip.reason) == (
+            "add_to_cart",
+            "no-yes",
+            "no_consent",
+        )

@@ -447,3 +447,19 @@ def test_resume_ends_the_credentials_wait_of_the_sender_that_paused(
     # Within the lease, not after this sender's own minute-long credentials backoff.
     assert wait_until(lambda: sender.run_once() == 1, timeout=5)
     assert box.stats().delivered == 1
+
+
+def test_attempts_count_requests_and_test_mode_is_kept_with_the_delivery(
+    box: Outbox, fake: FakePinterest
+) -> None:
+    box.put(live_event("late", age=7200))  # past the window when claimed: never sent
+    box.put(live_event("sent"))
+    client = CapiClient(
+        ad_account_id=ACCOUNT, token=OLD_TOKEN, base_url=fake.api_base_url, test_mode=True
+    )
+    with client:
+        Sender(box, client, retry_window=3600).run_once()
+    entries = {entry.event_id: entry for entry in box.recent()}
+    assert entries["late"].attempts == 0
+    assert entries["sent"].attempts == 1
+    assert entries["sent"].test is True

@@ -25,7 +25,7 @@ CHROME_UA = (
 )
 EMAIL = "Jane.Roe+demo@Example.com"
 CUSTOMER = {"email": EMAIL, "phone": "(415) 555-0134", "name": "Jane Roe", "zip": "94103"}
-PINTRK_CHECKOUT = re.compile(r"pintrk\('track',\"checkout\",(\{.*?\})\);</script>")
+PINTRK_CHECKOUT = re.compile(r"\(window\.dedupkit,\"checkout\",(\{.*?\}),\"checkout\"\)</script>")
 
 
 @pytest.fixture(scope="module")

@@ -1136,7 +1136,7 @@ def test_missing_jsonschema_says_what_to_install() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60
     )
-    assert "pip install 'dedupkit[testing]'" in result.stdout, result.stderr
+    assert "pip install 'flask-dedupkit[testing]'" in result.stdout, result.stderr
 
 
 def test_command_line_runs_the_fake(tmp_path: Path) -> None:

@@ -6,16 +6,12 @@ first visitor's events *paired* and the second's *server only*, exactly as the f
 them; a visitor who refuses consent sends no evidence; test mode shows its banner; the page
 fits a 390 px phone.
 
-Until the snippet's evidence is wired end to end (``blueprint.py`` and ``templating.py`` are
-owned elsewhere, and the snippet reports ``tag: 1`` when only the base code's queue stub took
-the call), the funnel test drives the evidence through :func:`record_evidence` with what the
-page really had: the tag loaded or not. :func:`route_evidence` stands in for the blueprint's
-wiring where a test checks the snippet's own ``tag`` flag.
+The evidence is the snippet's own: the ``tag`` flag of the browser event's beacon, and the
+evidence beacon of the checkout the thank-you page mirrors.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -23,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, Response, request
+from flask import Flask
 
-from dedupkit.evidence import is_evidence, record_evidence, record_tag_flag
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
@@ -35,51 +30,6 @@ from .support.polling import wait_until
 from .support.shop_app import create_shop
 
 pytestmark = pytest.mark.browser
-
-_BODY = "dedupkit.test.body"
-
-
-def route_evidence(app: Flask) -> None:
-    """Evidence beacons to ``record_evidence`` (202), and a browser event's ``tag`` flag to
-    ``record_tag_flag`` once the event is recorded: the wiring ``blueprint.py`` is to get."""
-    state = get_state(app)
-    path = f"{state.settings.url_prefix}/events"
-    inner = app.wsgi_app
-
-    def keep_body(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == path and environ.get("REQUEST_METHOD") == "POST":
-            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-            environ[_BODY] = body
-            environ["wsgi.input"] = io.BytesIO(body)
-        return inner(environ, start_response)
-
-    app.wsgi_app = keep_body  # type: ignore[method-assign]
-
-    @app.before_request
-    def evidence() -> Response | None:
-        body = _body()
-        if body is not None and is_evidence(body):
-            record_evidence(state, body)
-            return Response(status=202)
-        return None
-
-    @app.after_request
-    def tag_flag(response: Response) -> Response:
-        body = _body()
-        if body is not None and response.status_code == 202 and not is_evidence(body):
-            answer = response.get_json(silent=True) or {}
-            name = state.names.resolve(str(body.get("event_name"))).capi
-            record_tag_flag(state, name, str(answer.get("event_id", "")), body.get("tag"))
-        return response
-
-
-def _body() -> dict[str, Any] | None:
-    raw = request.environ.get(_BODY)
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +45,7 @@ Shop = tuple[Flask, LiveServer]
 def make_shop(fake: FakePinterest, tmp_path: Path) -> Iterator[Callable[..., Shop]]:
     servers: list[LiveServer] = []
 
-    def factory(*, wired: bool = False, **settings: Any) -> Shop:
+    def factory(**settings: Any) -> Shop:
         config = {
             "AD_ACCOUNT_ID": fake.ad_account_id,
             "CONVERSION_TOKEN": fake.token,
@@ -107,9 +57,7 @@ def make_shop(fake: FakePinterest, tmp_path: Path) -> Iterator[Callable[..., Sho
             "DEBUG_UI": True,
             **settings,
         }
-        app = create_shop(**config)
-        if wired:
-            route_evidence(app)
+        app = create_shop(str(tmp_path / f"instance-{len(servers)}"), **config)
         server = LiveServer(app).__enter__()
         servers.append(server)
         return app, server
@@ -129,29 +77,18 @@ def visitor(browser: Any, *, blocked: bool = False, width: int = 1280) -> Any:
     return page
 
 
-def funnel(page: Any, url: str, app: Flask | None = None) -> tuple[str, str]:
+def funnel(page: Any, url: str) -> tuple[str, str]:
     """Product, add to cart (a browser event), checkout (tracked by the server, mirrored by
-    the page); the two event ids. With ``app``, the evidence of each is recorded from whether
-    the page had the tag loaded."""
+    the page); the two event ids, once the thank-you page's evidence beacon has left."""
     page.goto(f"{url}/product")
     page.wait_for_function("window.dedupkit && window.dedupkit.loaded === true")
     page.click("#add")
     add_id = str(page.wait_for_function("window.lastId").json_value())
-    if app is not None:
-        evidence(app, page, "add_to_cart", add_id)
     page.goto(f"{url}/cart")
-    page.click("#buy")
+    with page.expect_request(lambda r: r.url.endswith("/dedupkit/events")):
+        page.click("#buy")  # the thank-you page sends its evidence at its load event
     checkout_id = f"checkout-{page.wait_for_selector('#order').inner_text()}"
-    if app is not None:
-        evidence(app, page, "checkout", checkout_id)
     return add_id, checkout_id
-
-
-def evidence(app: Flask, page: Any, name: str, event_id: str) -> None:
-    """The evidence beacon the snippet is to send, with what the page really had."""
-    fired = page.evaluate("!!(window.pintrk && window.pintrk.fakePinterest)")
-    body = {"evidence": 1, "event_name": name, "event_id": event_id, "tag": int(fired)}
-    record_evidence(get_state(app), body)
 
 
 def ledger(page: Any, url: str) -> dict[str, Any]:
@@ -171,8 +108,8 @@ def test_paired_for_the_tag_and_server_only_for_the_blocked_as_the_fake_counts(
 ) -> None:
     app, server = make_shop()
     allowed, blocked = visitor(browser), visitor(browser, blocked=True)
-    allowed_ids = funnel(allowed, server.url, app)
-    blocked_ids = funnel(blocked, server.url, app)
+    allowed_ids = funnel(allowed, server.url)
+    blocked_ids = funnel(blocked, server.url)
     everything = {*allowed_ids, *blocked_ids}
 
     assert fake.wait_for(lambda: {e["event_id"] for e in fake.capi_events} >= everything)
@@ -203,7 +140,7 @@ def test_paired_for_the_tag_and_server_only_for_the_blocked_as_the_fake_counts(
 def test_the_snippets_tag_flag_reaches_the_ledger(
     make_shop: Callable[..., Shop], fake: FakePinterest, browser: Any
 ) -> None:
-    app, server = make_shop(wired=True)
+    app, server = make_shop()
     page = visitor(browser)
     add_id, _ = funnel(page, server.url)
 
@@ -220,7 +157,7 @@ def test_the_snippets_tag_flag_reaches_the_ledger(
 def test_a_visitor_who_refuses_consent_sends_no_evidence(
     make_shop: Callable[..., Shop], fake: FakePinterest, browser: Any
 ) -> None:
-    app, server = make_shop(wired=True, REQUIRE_CONSENT=True)
+    app, server = make_shop(REQUIRE_CONSENT=True)
     page = visitor(browser)
     beacons: list[Any] = []
     page.on(

@@ -88,11 +88,14 @@ def test_pintrk_fires_the_server_event_with_the_same_id(app: Flask) -> None:
         event = kit.track("AddToCart", event_id="e-1", value=10, currency="USD")
         html = render_template_string("{{ dedupkit.pintrk(event) }}", event=event)
     match = re.fullmatch(
-        r"<script>window\.pintrk&&window\.pintrk\('track',(.*?),(.*)\);</script>", html
+        r"<script>!function\(d,t,x,n\)\{d&&d\.mirror\?d\.mirror\(t,x,n\):"
+        r"window\.pintrk&&pintrk\('track',t,x\)\}\(window\.dedupkit,(.*?),(\{.*\}),(.*)\)</script>",
+        html,
     )
     assert match, html
     assert json.loads(match.group(1)) == "addtocart"
     assert json.loads(match.group(2)) == {"value": 10, "currency": "USD", "event_id": "e-1"}
+    assert json.loads(match.group(3)) == "add_to_cart"
 
 
 def test_event_data_cannot_break_out_of_the_script(app: Flask) -> None:
