@@ -22,15 +22,6 @@ from .support.payloads import capi_event
 from .support.redis_server import RedisServer
 
 
-def allow_metrics(app: Flask, guard: Any = True) -> None:
-    """Stand-in for the wiring owned elsewhere (``metrics.register(blueprint)`` and the
-    ``metrics`` setting); does nothing more once that wiring is there."""
-    state = get_state(app)
-    if "dedupkit.metrics" not in app.view_functions:
-        app.add_url_rule(f"{state.settings.url_prefix}/metrics", "m", metrics.metrics)
-    object.__setattr__(state.settings, "metrics", guard)
-
-
 def scrape(app: Flask, path: str = "/dedupkit/metrics") -> dict[str, Any]:
     response = app.test_client().get(path)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -63,8 +54,7 @@ def fill(app: Flask) -> None:
 
 
 def test_the_text_parses_and_equals_the_outbox(make_app: AppFactory) -> None:
-    app = make_app()
-    allow_metrics(app)
+    app = make_app(METRICS=True)
     fill(app)
     samples = scrape(app)
     stats = get_state(app).outbox.stats()
@@ -97,10 +87,9 @@ def test_lag_buckets_are_cumulative_with_an_inf_bucket() -> None:
 def test_several_hosts_on_one_redis_answer_alike(
     make_app: AppFactory, redis_server: RedisServer
 ) -> None:
-    settings = {"QUEUE_URL": redis_server.url, "QUEUE_NAMESPACE": f"m-{uuid.uuid4().hex}"}
+    namespace = f"m-{uuid.uuid4().hex}"
+    settings = {"QUEUE_URL": redis_server.url, "QUEUE_NAMESPACE": namespace, "METRICS": True}
     one, two = make_app(**settings), make_app(**settings)
-    allow_metrics(one)
-    allow_metrics(two)
     fill(one)
     get_state(two).outbox.record_skip("no_identity")
     first, second = scrape(one), scrape(two)
@@ -113,14 +102,9 @@ def test_several_hosts_on_one_redis_answer_alike(
 
 def test_closed_by_default_and_guarded_like_the_ledger(make_app: AppFactory) -> None:
     app = make_app()
-    allow_metrics(app, False)
     assert app.test_client().get("/dedupkit/metrics").status_code == 404
-    object.__setattr__(
-        get_state(app).settings,
-        "metrics",
-        lambda request: request.headers.get("X-Scraper") == "yes",
-    )
-    client = app.test_client()
+    guarded = make_app(METRICS=lambda request: request.headers.get("X-Scraper") == "yes")
+    client = guarded.test_client()
     assert client.get("/dedupkit/metrics").status_code == 404
     assert client.get("/dedupkit/metrics", headers={"X-Scraper": "yes"}).status_code == 200
 
@@ -128,12 +112,11 @@ def test_closed_by_default_and_guarded_like_the_ledger(make_app: AppFactory) -> 
 def test_without_prometheus_client_the_endpoint_names_the_extra(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app()
-    allow_metrics(app)
+    app = make_app(METRICS=True)
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     response = app.test_client().get("/dedupkit/metrics")
     assert response.status_code == 501
-    assert "dedupkit[metrics]" in response.get_json()["error"]
+    assert "flask-dedupkit[metrics]" in response.get_json()["error"]
 
 
 def test_dedupkit_imports_without_prometheus_client() -> None:

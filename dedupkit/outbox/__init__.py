@@ -32,7 +32,7 @@ def open_outbox(url: str, *, namespace: str | None = None) -> Outbox:
 
     ``sqlite:///relative/path`` and ``sqlite:////absolute/path`` (SQLAlchemy's spelling) open
     a :class:`SQLiteOutbox`; ``redis://`` and ``rediss://`` a ``RedisOutbox``, which needs the
-    ``dedupkit[redis]`` extra.
+    ``flask-dedupkit[redis]`` extra.
 
     :param namespace: the prefix of a Redis outbox's keys, so that several shops share one
         Redis database without seeing each other's events (``"dedupkit"`` when ``None``). A

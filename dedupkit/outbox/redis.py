@@ -83,7 +83,7 @@ try:
     from redis.commands.core import Script
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "A redis:// DEDUPKIT_QUEUE_URL needs the redis client: pip install dedupkit[redis]"
+        "A redis:// DEDUPKIT_QUEUE_URL needs the redis client: pip install 'flask-dedupkit[redis]'"
     ) from exc
 
 __all__ = ["RedisOutbox"]
