@@ -77,6 +77,8 @@ class Settings:
     api_base_url: str = DEFAULT_API_BASE_URL
     test_mode: bool = False
     pintrk_src: str = "https://s.pinimg.com/ct/core.js"
+    #: Pinterest's image pixel, for ``<noscript>`` visitors (the fake's ``pixel_url`` in tests).
+    pixel_url: str = "https://ct.pinterest.com/v3/"
     #: ``None``: ``sqlite:///<instance path>/dedupkit.sqlite3``.
     queue_url: str | None = None
     #: Prefix of every Redis key; ``None``: ``dedupkit:<ad account id>``.

@@ -7,6 +7,7 @@ so no event value can close the ``<script>`` it is written into.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import g, has_request_context, url_for
 from jinja2.utils import htmlsafe_json_dumps
@@ -46,6 +47,15 @@ def _consent_test(cookie: str, required: bool) -> str:
     return f"!/(^|; ){cookie}=0(;|$)/.test(document.cookie)"
 
 
+def _noscript_pixel(pixel_url: str, query: dict[str, str]) -> str:
+    """Pinterest's ``<noscript>`` image (pinterest.md §8.1, §10.1), escaped for HTML."""
+    src = f"{pixel_url}?{urlencode({**query, 'noscript': '1'})}"
+    return (
+        '<noscript><img height="1" width="1" style="display:none;" alt="" '
+        f'src="{escape(src)}" /></noscript>'
+    )
+
+
 class TemplateHelpers:
     """Exposed to templates as ``dedupkit``."""
 
@@ -72,6 +82,9 @@ class TemplateHelpers:
                 # a bare pintrk('page') too would count the visit twice (Woo PR #1178).
                 calls += "pintrk('page');"
             parts.append(f"<script>{code}{calls}</script>")
+            if not s.require_consent:
+                # A visitor without JavaScript cannot say yes: the pixel only where none is asked.
+                parts.append(_noscript_pixel(s.pixel_url, {"tid": tag_id}))
         parts.append(f"<script>{queue_stub()}</script>")
 
         _, version = snippet()
@@ -123,11 +136,20 @@ class TemplateHelpers:
             ldp = f"window.pintrk&&pintrk('set',{settings});"
         # Through the snippet (or its stub) when there: it fires the tag and tells the server
         # whether the call happened. Without it (blocked), a plain tag call.
-        return Markup(
+        script = (
             f"<script>{ldp}!function(d,t,x,n){{d&&d.mirror?d.mirror(t,x,n):"
             f"window.pintrk&&pintrk('track',t,x)}}(window.dedupkit,{name},{data},{capi_name})"
             "</script>"
         )
+        tag_id = state.settings.tag_id
+        if not tag_id:
+            return Markup(script)
+        # Without JavaScript the image pixel reports the event, with the same event_id.
+        query = {"tid": tag_id, "event": event.tag_name}
+        for key, value in event.to_pintrk().items():
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                query[f"ed[{key}]"] = str(value)
+        return Markup(script + _noscript_pixel(state.settings.pixel_url, query))
 
     def ticket(
         self,

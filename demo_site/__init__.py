@@ -216,6 +216,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(
             DEDUPKIT_API_BASE_URL=fake.api_base_url,
             DEDUPKIT_PINTRK_SRC=fake.pintrk_src,
+            DEDUPKIT_PIXEL_URL=fake.pixel_url,
             DEDUPKIT_CONVERSION_TOKEN=fake.token,
             DEDUPKIT_AD_ACCOUNT_ID=fake.ad_account_id,
         )

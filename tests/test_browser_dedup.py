@@ -48,6 +48,7 @@ def make_shop(fake: FakePinterest, tmp_path: Path) -> Iterator[Callable[..., Sho
             "TAG_ID": "2612345678901",
             "API_BASE_URL": fake.api_base_url,
             "PINTRK_SRC": fake.pintrk_src,
+            "PIXEL_URL": fake.pixel_url,
             "QUEUE_URL": f"sqlite:///{tmp_path}/outbox-{len(servers)}.sqlite3",
             "FLUSH_INTERVAL": 0.05,
             **settings,
@@ -187,6 +188,29 @@ def test_reloading_the_thank_you_page_counts_one_conversion(
     [conversion] = fake.conversions()
     assert conversion.sources == {"tag", "capi"}
     assert get_state(app).outbox.stats().delivered == 1
+
+
+def test_a_visitor_without_javascript_pairs_through_the_noscript_pixel(
+    shop: Shop, fake: Any, browser: Any
+) -> None:
+    app, server = shop
+    context = browser.new_context(user_agent=DESKTOP_CHROME_UA, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{server.url}/cart")
+    page.click("#buy")  # a plain form post: no script runs anywhere
+    page.wait_for_selector("#order")
+    assert fake.wait_for_tag_events(1)
+    settle(app)
+    [tag] = fake.tag_events
+    assert (tag.event_name, tag.event_id, tag.tag_id) == (
+        "checkout",
+        "checkout-A-1001",
+        "2612345678901",
+    )
+    [conversion] = fake.conversions()
+    assert conversion.sources == {"tag", "capi"}
+    assert conversion.event_id == "checkout-A-1001"
+    context.close()
 
 
 def test_a_declined_visitor_is_tracked_on_neither_channel(

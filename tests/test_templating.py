@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape as html_unescape
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from flask import Flask, render_template_string
@@ -87,15 +89,38 @@ def test_pintrk_fires_the_server_event_with_the_same_id(app: Flask) -> None:
     with shopper_request(app, "/", headers={"User-Agent": CHROME_UA}):
         event = kit.track("AddToCart", event_id="e-1", value=10, currency="USD")
         html = render_template_string("{{ dedupkit.pintrk(event) }}", event=event)
+    script, _, noscript = html.partition("<noscript>")
     match = re.fullmatch(
         r"<script>!function\(d,t,x,n\)\{d&&d\.mirror\?d\.mirror\(t,x,n\):"
         r"window\.pintrk&&pintrk\('track',t,x\)\}\(window\.dedupkit,(.*?),(\{.*\}),(.*)\)</script>",
-        html,
+        script,
     )
     assert match, html
     assert json.loads(match.group(1)) == "addtocart"
     assert json.loads(match.group(2)) == {"value": 10, "currency": "USD", "event_id": "e-1"}
     assert json.loads(match.group(3)) == "add_to_cart"
+    # Without JavaScript, Pinterest's image pixel carries the same event and id.
+    src = re.search(r'src="([^"]+)"', noscript)
+    assert src, noscript
+    url = urlsplit(html_unescape(src.group(1)))
+    assert f"{url.scheme}://{url.netloc}{url.path}" == "https://ct.pinterest.com/v3/"
+    assert dict(parse_qsl(url.query)) == {
+        "tid": TAG_ID,
+        "event": "addtocart",
+        "ed[value]": "10",
+        "ed[currency]": "USD",
+        "ed[event_id]": "e-1",
+        "noscript": "1",
+    }
+
+
+def test_head_has_the_noscript_page_pixel_unless_consent_is_required(
+    make_app: AppFactory,
+) -> None:
+    html = render(make_app(), "{{ dedupkit.head() }}")
+    assert f"https://ct.pinterest.com/v3/?tid={TAG_ID}&amp;noscript=1" in html
+    asked = render(make_app(REQUIRE_CONSENT=True), "{{ dedupkit.head() }}")
+    assert "<noscript>" not in asked
 
 
 def test_event_data_cannot_break_out_of_the_script(app: Flask) -> None:
