@@ -31,7 +31,7 @@ BASE_CODE = (
     'var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r)}}'
     '("{src}");pintrk("load","{tag}");pintrk("page");</script>'
 )
-#: What ``{{ dedupkit.pintrk(event) }}`` renders for a mirrored event (see static/ATTRIBUTES.md).
+#: What ``{{ dedupkit.pintrk(event) }}`` renders for a mirrored event (without its <noscript>).
 MIRROR = (
     "<script>!function(d,t,x,n){d&&d.mirror?d.mirror(t,x,n):window.pintrk&&pintrk('track',t,x)}"
     "(window.dedupkit,{tag},{data},{capi})</script>"

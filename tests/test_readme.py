@@ -115,3 +115,17 @@ def test_the_demo_on_a_taken_port_says_how_to_pick_another() -> None:
     assert result.stdout == ""  # no URL banner for a shop that is not there
     assert f"port {port} is in use" in result.stderr
     assert f"PORT={port + 1} make demo" in result.stderr
+
+
+def test_the_readme_stub_is_the_shipped_one() -> None:
+    stub = (ROOT / "static" / "dedupkit-stub.min.js").read_text("utf-8").strip()
+    assert f"<script>{stub}</script>" in section("The browser snippet")
+    assert f"{len(stub.encode()) + 1} bytes" in section("The browser snippet")
+
+
+def test_every_attribute_the_snippet_reads_is_in_the_readme() -> None:
+    source = (ROOT / "static" / "dedupkit.js").read_text("utf-8")
+    read = set(re.findall(r"(?:attribute|flag)\('([a-z-]+)'\)", source))
+    assert read, "the snippet's attribute reads were not found"
+    table = section("The browser snippet")
+    assert {name for name in read if f"`data-{name}`" not in table} == set()
