@@ -45,8 +45,8 @@ def test_gpc_sends_an_ldp_event_on_both_channels(make_app: AppFactory) -> None:
     assert event["user_data"]["st"] == [sha256_hex("ca")]
     assert event["user_data"]["country"] == [sha256_hex("us")]
     # The tag is flagged the same way, before its event.
-    set_call = html.index("window.pintrk('set',")
-    assert set_call < html.index("window.pintrk('track',")
+    set_call = html.index("pintrk('set',")
+    assert set_call < html.index("d.mirror(t,x,n):window.pintrk&&pintrk('track',t,x)")
     assert f'"st": "{sha256_hex("ca")}"' in html
     assert '"opt_out_type": "LDP"' in html
 
