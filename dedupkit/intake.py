@@ -211,7 +211,9 @@ def current_visitor(state: State, page_url: str | None = None) -> Visitor:
     if page_url not in cache:
         s = state.settings
         cache[page_url] = read_visitor(
-            request,
+            # The request itself, not the proxy: every attribute read through the proxy costs
+            # a context lookup, and the visitor reads a dozen.
+            request._get_current_object(),  # type: ignore[attr-defined]
             ip_header=s.client_ip_header,
             click_cookie=s.click_id_cookie,
             consent_cookie=s.consent_cookie,
