@@ -15,13 +15,9 @@ from dedupkit.outbox import Outbox
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
+from .support.agents import CHROME_UA
 from .support.redis_server import RedisServer, running_redis_server
 
-#: A desktop Chrome user agent: a shopper, not a bot.
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
 AD_ACCOUNT_ID = "549764982399"
 TOKEN = "test-token"
 TAG_ID = "2612345678901"

@@ -18,11 +18,9 @@ from dedupkit.testing import FakePinterest
 from dedupkit.user_data import sha256_hex
 from demo_site import create_app
 
+from .support.agents import CHROME_UA
+
 #: A desktop Chrome: a shopper, not a bot (the test client's own user agent is filtered).
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
 EMAIL = "Jane.Roe+demo@Example.com"
 CUSTOMER = {"email": EMAIL, "phone": "(415) 555-0134", "name": "Jane Roe", "zip": "94103"}
 PINTRK_CHECKOUT = re.compile(r"\(window\.dedupkit,\"checkout\",(\{.*?\}),\"checkout\"\)</script>")

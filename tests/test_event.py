@@ -18,15 +18,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from dedupkit.errors import InvalidEvent
-from dedupkit.event import Event, build_event
+from dedupkit.event import build_event
 from dedupkit.event_names import TAG_NAMES, EventName, EventNames
 from dedupkit.spec import load_request_schema
 from dedupkit.user_data import sha256_hex
 
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+from .support.agents import CHROME_UA
+
 EPIK = (
     "dj0yJnU9b2JDcFFHekV4SHJNcmVrbFBkUEdqakh0akdUT1VjVVUmcD0yJm49cnNBQ3F2Q2dOVDBXWWhkWklrUGxBUSZ0"
 )
@@ -437,7 +435,7 @@ def test_assigning_an_attribute_raises(attribute: str, value: Any) -> None:
 
     with pytest.raises((dataclasses.FrozenInstanceError, AttributeError, TypeError)):
         setattr(event, attribute, value)
-    assert isinstance(event, Event)
+    assert getattr(event, attribute, None) != value
 
 
 @pytest.mark.parametrize("mapping", ["user_data", "custom_data", "tag_data"])

@@ -16,13 +16,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from dedupkit import DedupKit
 from dedupkit.outbox import SQLiteOutbox
 
+from .support.agents import CHROME_UA
 from .support.payloads import capi_event
 
-#: A desktop Chrome user agent: a shopper, not a bot.
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
 #: How many more descriptors than before the traffic are tolerated (pooled connections,
 #: a socket being closed): a leak of one per request is thousands.
 SLACK = 8

@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePinterest]:
-    with FakePinterest() as server:
-        yield server
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 

@@ -610,12 +610,6 @@ def test_a_forked_process_starts_its_own_sender_thread(counting: CountingOutbox)
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePinterest]:
-    with FakePinterest() as server:
-        yield server
-
-
-@pytest.fixture
 def capi(fake: FakePinterest) -> Iterator[CapiClient]:
     with CapiClient(
         ad_account_id=fake.ad_account_id, token=fake.token, base_url=fake.api_base_url, timeout=2

@@ -15,10 +15,8 @@ from dedupkit.errors import InvalidEvent
 from dedupkit.event import build_event
 from dedupkit.user_data import UserDataHasher, has_required_identity, phone_normalizer
 
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+from .support.agents import CHROME_UA
+
 HEX = "0123456789ABCDEFabcdef0123456789abcdef0123456789ABCDEF0123456789"
 
 

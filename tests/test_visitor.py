@@ -19,16 +19,14 @@ from dedupkit.visitor import (
     read_visitor,
 )
 
+from .support.agents import CHROME_UA
+
 #: The spec's example click id: URL-safe Base64 (pinterest.md §9).
 EPIK = (
     "dj0yJnU9b2JDcFFHekV4SHJNcmVrbFBkUEdqakh0akdUT1VjVVUmcD0yJm49cnNBQ3F2Q2dOVDBXWWhkWklrUGxBUSZ0"
     "PUFBQUFBR1BaY3Bv"
 )
 OLDER_EPIK = "dj0yJnU9b2xkZXI"
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
 CDN_HEADER = "CF-Connecting-IP"
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .agents import CHROME_UA
 from .requirements import missing
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,10 +25,8 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP shop.test 127.0.0.1, MAP *.shop.test 127.0.0.1",
 ]
 #: A shopper's browser; Chromium's own headless user agent is (rightly) treated as a bot.
-DESKTOP_CHROME_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
+#: What the headless browser announces itself as: a desktop Chrome, not HeadlessChrome.
+DESKTOP_CHROME_UA = CHROME_UA
 
 
 def require_chromium() -> str:

@@ -17,12 +17,9 @@ from flask import Flask
 
 from dedupkit import DedupKit
 from dedupkit.state import get_state
+from tests.support.agents import CHROME_UA
 
 #: A desktop Chrome: a shopper, not a bot.
-CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
 
 
 def create_app() -> Flask:
