@@ -106,6 +106,7 @@ class TestEvents:
     def test_json_content_type_works_too(self, app: Flask) -> None:
         response = beacon(app, add_to_cart(), content_type="application/json")
         assert response.status_code == 202
+        assert [p["event_id"] for p in queued(app)] == [add_to_cart()["event_id"]]
 
     def test_the_same_beacon_twice_is_queued_once(self, app: Flask) -> None:
         assert beacon(app, add_to_cart()).json["status"] == "queued"  # type: ignore[index]
@@ -253,6 +254,8 @@ class TestEvents:
     def test_same_origin_beacons_need_no_configuration(self, app: Flask) -> None:
         response = beacon(app, add_to_cart(), headers={"Origin": "https://shop.example"})
         assert response.status_code == 202
+        assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        assert len(queued(app)) == 1
 
     def test_consent_required_and_missing_means_not_queued(self, make_app: AppFactory) -> None:
         app = make_app(REQUIRE_CONSENT=True)
@@ -269,7 +272,11 @@ class TestEvents:
             raise OutboxError("database or disk is full")
 
         monkeypatch.setattr(get_state(app).outbox, "put", broken)
-        assert beacon(app, add_to_cart()).status_code == 202
+        response = beacon(app, add_to_cart())
+        assert response.status_code == 202
+        # Not "queued": the event waits in memory until the outbox works again.
+        assert response.json["status"] == "kept_in_memory"  # type: ignore[index]
+        assert len(get_state(app).fallback) == 1
 
 
 def test_an_internal_error_answers_503_json_and_is_logged(
@@ -294,6 +301,12 @@ def test_an_outbox_path_that_cannot_be_a_database_still_answers(
     assert response.status_code == 202
     assert "could not write to the dedupkit outbox" in caplog.text
     assert "not-a-file" in caplog.text
+    # What interpreter exit would do: the event goes to the fallback file, not lost.
+    fallback = get_state(app).fallback
+    fallback.flush()
+    assert (
+        json.loads(Path(fallback.spill_path).read_text())["event_id"] == add_to_cart()["event_id"]
+    )
 
 
 def test_a_limited_private_address_says_the_app_may_be_behind_a_proxy(
