@@ -2,7 +2,8 @@
 
 Nothing is counted in process memory: every worker and host answers a scrape with the same
 figures, read from the outbox they share (a custom collector), so several gunicorn workers
-need no multiprocess directory. Needs ``prometheus_client`` (``pip install 'flask-dedupkit[metrics]'``);
+need no multiprocess directory. Needs ``prometheus_client``
+(``pip install 'flask-dedupkit[metrics]'``);
 without it dedupkit still imports and the endpoint answers 501 naming the extra.
 
 ``DEDUPKIT_METRICS`` guards the endpoint like ``DEDUPKIT_DEBUG_UI``: a flag, or
