@@ -335,3 +335,40 @@ def test_any_request_starts_delivery_of_what_a_dead_process_left_behind(
             assert fake.capi_events[0]["event_id"] == "left-behind"
         finally:
             state.background.stop()
+
+
+def test_keyword_overrides_beat_app_config_and_carry_an_httpx_transport(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def pinterest(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "num_events_received": 1,
+                "num_events_processed": 1,
+                "events": [{"status": "processed", "error_message": None, "warning_message": None}],
+            },
+        )
+
+    app = Flask("shop", instance_path=str(tmp_path))
+    app.config.update(
+        DEDUPKIT_AD_ACCOUNT_ID="549764982399",
+        DEDUPKIT_CONVERSION_TOKEN="token-from-config",
+        DEDUPKIT_QUEUE_URL=f"sqlite:///{tmp_path}/outbox.sqlite3",
+        DEDUPKIT_BACKGROUND_SENDER=False,
+        DEDUPKIT_TEST_MODE=False,
+    )
+    kit = DedupKit(app, test_mode=True, transport=httpx.MockTransport(pinterest))
+    assert get_state(app).settings.test_mode is True
+    with shopper_request(app, "/thanks"):
+        kit.track("checkout", order_id="T-1", value=5, currency="USD")
+    sender = get_state(app).make_sender()
+    assert sender.run_once() == 1
+    [request] = seen
+    assert request.url.params["test"] == "true"
+    assert request.headers["Authorization"] == "Bearer token-from-config"
