@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/delivery_cpu.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/hot_path.py
+	$(BIN)/python bench/http_load.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache

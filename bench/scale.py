@@ -46,7 +46,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from _loopback_pinterest import AD_ACCOUNT_ID, TOKEN, running_server  # noqa: E402
+from _loopback_pinterest import AD_ACCOUNT_ID, TOKEN, Server, running_server  # noqa: E402
 from hot_path import Traffic, realistic  # noqa: E402
 from throughput import running_redis  # noqa: E402
 
@@ -56,6 +56,8 @@ BATCH = 1000
 DISTINCT = 1000
 PLACEHOLDER = "prefill-000000000"
 FILL_CHUNK = 100_000
+#: Redis fills of this many events or more run in two processes.
+PARALLEL_FILL = 50_000
 #: track() calls per outbox before the clock starts.
 WARMUP = 20
 
@@ -91,7 +93,8 @@ class Backlog:
     url: str
     namespace: str
 
-    def fill(self, ids: Iterator[int], n: int) -> None:
+    def fill(self, ids: range) -> None:
+        """Add one pending event per number of ``ids`` (their event ids)."""
         raise NotImplementedError
 
     def server_cpu(self) -> float:
@@ -113,15 +116,15 @@ class SQLiteBacklog(Backlog):
         entries = [(stored_entry(p), p) for p in payloads]
         self.rows = [(e[0], e[2], event_time_of(p), summary_of(p)) for e, p in entries]
 
-    def fill(self, ids: Iterator[int], n: int) -> None:
+    def fill(self, ids: range) -> None:
         from dedupkit.outbox.sqlite import _PUT
 
         now = time.time()
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         try:
-            for start in range(0, n, FILL_CHUNK):
+            for start in range(0, len(ids), FILL_CHUNK):
                 rows = []
-                for i in itertools.islice(ids, min(FILL_CHUNK, n - start)):
+                for i in ids[start : start + FILL_CHUNK]:
                     name, text, event_time, summary = self.rows[i % DISTINCT]
                     event_id = f"prefill-{i:09d}"
                     data = text.replace(PLACEHOLDER, event_id)
@@ -143,7 +146,7 @@ class RedisBacklog(Backlog):
     def __init__(self, url: str, namespace: str, payloads: Sequence[dict[str, Any]]) -> None:
         from dedupkit.outbox.redis import RedisOutbox
 
-        self.url, self.namespace = url, namespace
+        self.url, self.namespace, self.payloads = url, namespace, payloads
         self.outbox = RedisOutbox(url, namespace=namespace)
         calls: list[tuple[list[str], list[Any]]] = []
 
@@ -165,10 +168,21 @@ class RedisBacklog(Backlog):
         digest = hashlib.sha256(json.dumps([name, event_id]).encode()).hexdigest()
         return template.rsplit(":", 1)[0] + ":" + digest
 
-    def fill(self, ids: Iterator[int], n: int) -> None:
-        client = self.outbox._redis()
-        pipe = client.pipeline(transaction=False)
-        for count, i in enumerate(itertools.islice(ids, n), 1):
+    def fill(self, ids: range) -> None:
+        """Large fills run in two processes: redis-server, not one client, is then the limit."""
+        if len(ids) < PARALLEL_FILL:
+            self.fill_here(ids)
+            return
+        half = len(ids) // 2
+        args = [
+            (self.url, self.namespace, self.payloads, part) for part in (ids[:half], ids[half:])
+        ]
+        with mp.get_context("spawn").Pool(2) as pool:
+            pool.starmap(_fill_redis, args)
+
+    def fill_here(self, ids: range) -> None:
+        pipe = self.outbox._redis().pipeline(transaction=False)
+        for count, i in enumerate(ids, 1):
             keys, args = self.calls[i % DISTINCT]
             event_id = f"prefill-{i:09d}"
             keys = [self._idem_key(keys[0], args[2], event_id), *keys[1:]]
@@ -181,6 +195,22 @@ class RedisBacklog(Backlog):
     def server_cpu(self) -> float:
         info = self.outbox._redis().info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _fill_redis(url: str, namespace: str, payloads: Sequence[dict[str, Any]], ids: range) -> None:
+    RedisBacklog(url, namespace, payloads).fill_here(ids)
+
+
+class Ids:
+    """Event id numbers, handed out in blocks, never twice."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, n: int) -> range:
+        block = range(self.next, self.next + n)
+        self.next += n
+        return block
 
 
 # -- the measurements ----------------------------------------------------------------------
@@ -255,7 +285,7 @@ def measure_track(entry: Size, visitors: Visitors, calls: int, orders: Iterator[
     entry.track.append(cpu / calls * 1e6)
 
 
-def measure_claim_ack(entry: Size, batches: int, ids: Iterator[int]) -> None:
+def measure_claim_ack(entry: Size, batches: int, ids: Ids) -> None:
     from dedupkit.state import get_state
 
     outbox = get_state(entry.app).outbox
@@ -268,7 +298,7 @@ def measure_claim_ack(entry: Size, batches: int, ids: Iterator[int]) -> None:
     cpu = time.process_time() - cpu + entry.backlog.server_cpu() - server
     entry.claim_ack.append(cpu / events * 1e6)
     entry.acked += events
-    entry.backlog.fill(ids, events)  # back to the same backlog, off the clock
+    entry.backlog.fill(ids.take(events))  # back to the same backlog, off the clock
 
 
 # -- draining a large backlog --------------------------------------------------------------
@@ -333,7 +363,7 @@ def paced_tracks(
 
 
 def measure_drain(
-    entry: Size, server: Any, visitors: Visitors, rate: float, seconds: float
+    entry: Size, server: Server, visitors: Visitors, rate: float, seconds: float
 ) -> Drain:
     """Idle window, then a sender in another process drains while this one tracks, idle again."""
     result = Drain(entry.backend)
@@ -365,7 +395,7 @@ def measure_drain(
     return result
 
 
-def _wait_for_deliveries(server: Any) -> int:
+def _wait_for_deliveries(server: Server) -> int:
     """The stand-in's count once the sender's first batch arrived (the rate starts there)."""
     first = server.events_received()
     deadline = time.monotonic() + 60
@@ -403,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     visitors = Visitors(traffic)
     visitors.next = DISTINCT  # the backlog's customers are not the tracked ones
     payloads = base_payloads(traffic)
-    ids, orders = itertools.count(), itertools.count()
+    ids, orders = Ids(), itertools.count()
     began = time.monotonic()
     logging.getLogger("dedupkit").addHandler(KEPT)
     with contextlib.ExitStack() as stack:
@@ -416,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entries: list[Size] = []
         fill_seconds: dict[str, float] = {}
         for backend in backends:
+            print(f"scale: pre-filling {backend} backlogs of {sizes} events", file=sys.stderr)
             start = time.monotonic()
             for size in sizes:
                 backlog: Backlog
@@ -423,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     backlog = SQLiteBacklog(workdir / f"outbox-{size}.sqlite3", payloads)
                 else:
                     backlog = RedisBacklog(redis_url, f"scale{size}", payloads)
-                backlog.fill(ids, size)
+                backlog.fill(ids.take(size))
                 app, kit = make_shop(backlog, server.api_base_url, sender=False)
                 entries.append(Size(backend, size, backlog, app, kit))
             fill_seconds[backend] = time.monotonic() - start
@@ -431,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             measure_track(entry, visitors, WARMUP, orders)
             entry.track.clear()
         gc.freeze()
+        print("scale: measuring track() and claim→ack, then draining", file=sys.stderr)
         for _ in range(args.reps):
             for entry in entries:
                 measure_track(entry, visitors, args.tracks, orders)

@@ -242,6 +242,13 @@ _HINTS = (
 )
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that remembers its busy timeout, so that a timed put need not set it and
+    restore it with two more statements every time."""
+
+    busy_ms: int = 0
+
+
 class SQLiteOutbox:
     """The :class:`~dedupkit.outbox.Outbox` in a SQLite file, created on first use.
 
@@ -283,18 +290,11 @@ class SQLiteOutbox:
         name, event_id, data = stored_entry(payload)
         now = _now(now)
         params = (name, event_id, data, event_time_of(payload), now, now, now, *summary_of(payload))
-        with self._errors("store an event in"), self._pool.connection() as conn:
-            if timeout is not None:
-                # For these statements only: the connection goes back to the pool afterwards.
-                conn.execute(f"PRAGMA busy_timeout = {_millis(timeout)}")
-            try:
-                stored = conn.execute(_PUT, params).rowcount > 0
-                if not stored:
-                    conn.execute(_COUNT, (_DUPLICATES, 1))
-                return stored
-            finally:
-                if timeout is not None:
-                    conn.execute(f"PRAGMA busy_timeout = {_millis(self.busy_timeout)}")
+        with self._errors("store an event in"), self._lend(timeout) as conn:
+            stored = conn.execute(_PUT, params).rowcount > 0
+            if not stored:
+                conn.execute(_COUNT, (_DUPLICATES, 1))
+            return stored
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         if limit < 1:
@@ -361,7 +361,7 @@ class SQLiteOutbox:
 
     def pause_until(self) -> float:
         """The shared "no request to Pinterest before" time (0 when none)."""
-        with self._errors("read the pause from"), self._pool.connection() as conn:
+        with self._errors("read the pause from"), self._lend() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'pause_until'").fetchone()
         return float(row[0]) if row else 0.0
 
@@ -379,7 +379,7 @@ class SQLiteOutbox:
 
     def pause(self, *, now: float | None = None) -> Pause | None:
         """The pause in force with its reason, ``None`` when none (see the protocol)."""
-        with self._errors("read the pause from"), self._pool.connection() as conn:
+        with self._errors("read the pause from"), self._lend() as conn:
             values = dict(conn.execute(_PAUSE).fetchall())
         until = float(values.get("pause_until") or 0.0)
         if until <= _now(now):
@@ -388,7 +388,7 @@ class SQLiteOutbox:
 
     def clear_pause(self) -> None:
         """Lift the pause, whatever it was."""
-        with self._errors("clear the pause in"), self._pool.connection() as conn:
+        with self._errors("clear the pause in"), self._lend() as conn:
             conn.execute(_CLEAR_PAUSE)
 
     def record_skip(
@@ -410,7 +410,7 @@ class SQLiteOutbox:
         """The skipped events recorded with a name or id, newest first."""
         if limit <= 0:
             return []
-        with self._errors("read the skipped events of"), self._pool.connection() as conn:
+        with self._errors("read the skipped events of"), self._lend() as conn:
             rows = conn.execute(_RECENT_SKIPS, (min(limit, SKIPS_KEPT),)).fetchall()
         return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
 
@@ -459,7 +459,7 @@ class SQLiteOutbox:
         if limit <= 0:
             return []
         params = {"limit": limit, "reason": reason, "since": since}
-        with self._errors("read the dead letters of"), self._pool.connection() as conn:
+        with self._errors("read the dead letters of"), self._lend() as conn:
             rows = conn.execute(_DEAD_LETTERS, params).fetchall()
         return [
             DeadLetter(str(id_), name, event_id, reason or "", died_at, attempts)
@@ -468,7 +468,7 @@ class SQLiteOutbox:
 
     def count_dead(self, *, reason: str | None = None, since: float | None = None) -> int:
         """How many dead letters match (the same filters as :meth:`dead_letters`)."""
-        with self._errors("count the dead letters of"), self._pool.connection() as conn:
+        with self._errors("count the dead letters of"), self._lend() as conn:
             (count,) = conn.execute(_COUNT_DEAD, {"reason": reason, "since": since}).fetchone()
         return int(count)
 
@@ -480,7 +480,7 @@ class SQLiteOutbox:
         """
         if limit <= 0:
             return []
-        with self._errors("read the recent entries of"), self._pool.connection() as conn:
+        with self._errors("read the recent entries of"), self._lend() as conn:
             rows = conn.execute(_RECENT, (limit,)).fetchall()
         return [_entry(row) for row in rows]
 
@@ -488,7 +488,7 @@ class SQLiteOutbox:
         """Entries stored at or after ``since``, newest first, read through an index."""
         if limit <= 0:
             return []
-        with self._errors("read the entries of"), self._pool.connection() as conn:
+        with self._errors("read the entries of"), self._lend() as conn:
             rows = conn.execute(_SINCE, (since, limit)).fetchall()
         return [_entry(row) for row in rows]
 
@@ -555,8 +555,19 @@ class SQLiteOutbox:
     def _conn(self) -> sqlite3.Connection:
         """An idle connection of the pool, for tests and benchmarks: the one the next call
         uses when no other thread is using the outbox meanwhile."""
-        with self._pool.connection() as conn:
+        with self._lend() as conn:
             return conn
+
+    @contextmanager
+    def _lend(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+        """A pooled connection waiting at most ``timeout`` (default ``busy_timeout``) for
+        another connection's lock; the PRAGMA runs only when the wait changes."""
+        wanted = _millis(self.busy_timeout if timeout is None else timeout)
+        with self._pool.connection() as conn:
+            if isinstance(conn, _Connection) and conn.busy_ms != wanted:
+                conn.execute(f"PRAGMA busy_timeout = {wanted}")
+                conn.busy_ms = wanted
+            yield conn
 
     def _connect(self) -> sqlite3.Connection:
         with self._errors("open"):
@@ -568,7 +579,9 @@ class SQLiteOutbox:
                 isolation_level=None,
                 # The pool lends a connection to one thread at a time, not always the same one.
                 check_same_thread=False,
+                factory=_Connection,
             )
+            conn.busy_ms = _millis(self.busy_timeout)
             try:
                 self._set_up(conn)
             except BaseException:
@@ -604,7 +617,7 @@ class SQLiteOutbox:
 
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        with self._pool.connection() as conn:
+        with self._lend() as conn:
             conn.execute(f"BEGIN {mode}")
             try:
                 yield conn
