@@ -49,7 +49,7 @@ from throughput import _free_port  # noqa: E402
 VARIANTS = ("plain", "tracked", "noop", "events")
 IP_HEADER = "X-Real-IP"
 #: Requests written per variant and rep: more than the fastest variant serves in a window.
-CAP_PER_SECOND = 4000
+CAP_PER_SECOND = 6000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
