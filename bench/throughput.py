@@ -217,7 +217,8 @@ def run_scenario(
     ]
     for process in processes:
         process.start()
-    outbox = open_outbox(queue_url)
+    # The app's default Redis namespace: one per ad account.
+    outbox = open_outbox(queue_url, namespace=f"dedupkit:{AD_ACCOUNT_ID}")
     try:
         for _ in processes:
             ready.get(timeout=120)
