@@ -408,3 +408,33 @@ def test_a_new_connection_opens_while_another_process_writes(db_path: Path) -> N
         holder.execute("ROLLBACK")
         holder.close()
         first.close()
+
+
+def test_a_claim_and_an_ack_larger_than_one_write_chunk_are_whole(tmp_path: Path) -> None:
+    from dedupkit.outbox.sqlite import WRITE_CHUNK
+
+    box = SQLiteOutbox(tmp_path / "outbox.sqlite3")
+    count = 2 * WRITE_CHUNK + 7
+    for n in range(count):
+        box.put(event(f"e-{n:04d}"), now=1000.0 + n)
+    claimed = box.claim(count + 10, now=5000.0)
+    assert [c.payload["event_id"] for c in claimed] == [f"e-{n:04d}" for n in range(count)]
+    box.ack([c.id for c in claimed])
+    stats = box.stats()
+    assert (stats.delivered, stats.pending, stats.in_flight) == (count, 0, 0)
+
+
+def test_a_timed_put_takes_a_lock_released_before_its_deadline(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    box = SQLiteOutbox(path)
+    box.put(event("first"))
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.05, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        assert box.put(event("second"), timeout=2.0) is True
+    finally:
+        release.join()
+        holder.close()
+    assert box.stats().pending == 2
