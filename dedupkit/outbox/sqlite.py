@@ -247,8 +247,6 @@ _HINTS = (
 WRITE_CHUNK = 250
 #: How often a timed put tries again while another connection holds the write lock.
 PUT_POLL = 0.0005
-#: SQLite's default: a commit that grows the WAL past this many pages checkpoints it.
-WAL_AUTOCHECKPOINT = 1000
 
 
 class _Connection(sqlite3.Connection):
@@ -594,10 +592,6 @@ class SQLiteOutbox:
         with self._pool.connection() as conn:
             if isinstance(conn, _Connection) and conn.busy_ms != wanted:
                 conn.execute(f"PRAGMA busy_timeout = {wanted}")
-                # A page's put never runs a WAL checkpoint (tens of milliseconds of fsync);
-                # the sender's writes, and the untimed ones, do.
-                pages = 0 if timeout is not None else WAL_AUTOCHECKPOINT
-                conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
                 conn.busy_ms = wanted
             yield conn
 
