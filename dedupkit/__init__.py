@@ -15,6 +15,8 @@ from .errors import UnknownEventName as UnknownEventName
 from .event import Event as Event
 from .event import build_event as build_event
 from .extension import DedupKit as DedupKit
+from .signals import delivery_paused as delivery_paused
+from .signals import delivery_resumed as delivery_resumed
 from .signals import event_dead as event_dead
 from .signals import event_delivered as event_delivered
 
@@ -35,6 +37,8 @@ __all__ = [
     "OutboxError",
     "UnknownEventName",
     "build_event",
+    "delivery_paused",
+    "delivery_resumed",
     "event_dead",
     "event_delivered",
 ]

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import redis
 
+from dedupkit import delivery_paused, delivery_resumed
 from dedupkit.client import BatchResult, CapiClient, token_fingerprint
 from dedupkit.outbox import Outbox, SQLiteOutbox
 from dedupkit.outbox.redis import RedisOutbox
 from dedupkit.retry import RetryPolicy
 from dedupkit.sender import CREDENTIALS, EXPIRED, MAX_PAUSE, RATE_LIMIT, Sender
-from dedupkit.signals import delivery_paused, delivery_resumed
 from dedupkit.testing import FakePinterest
 
 from .support.polling import wait_until
