@@ -309,8 +309,13 @@ class SQLiteOutbox:
                 try:
                     return _insert(conn, params)
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    if "locked" not in str(exc):
                         raise
+                    if time.monotonic() >= deadline:
+                        raise OutboxError(
+                            f"the dedupkit outbox at {self.path!r} stayed locked for more than "
+                            f"{_millis(timeout)} ms (another connection was writing)"
+                        ) from exc
                 time.sleep(PUT_POLL)
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
