@@ -89,7 +89,7 @@ class DedupKit:
         in_request = has_request_context()
         shopper = None
         if visitor is not None:
-            keys = tickets.signing_keys(state.app, state.settings)
+            keys = state.signing_keys()
             shopper = visitor_token.restore(keys, visitor)
             if event_source_url is None:
                 event_source_url = shopper.page_url
@@ -128,10 +128,7 @@ class DedupKit:
             ``SECRET_KEY``).
         :raises InvalidEvent: for an unknown name or a malformed value, currency or order id.
         """
-        state = get_state()
-        return tickets.mint(
-            tickets.signing_keys(state.app, state.settings),
-            state.names,
+        return get_state().mint_ticket(
             name,
             order_id=order_id,
             value=value,
@@ -153,7 +150,7 @@ class DedupKit:
         if not has_request_context():
             raise RuntimeError("kit.visitor_token() captures the visitor of the current request")
         state = get_state()
-        keys = tickets.signing_keys(state.app, state.settings)
+        keys = state.signing_keys()
         return visitor_token.capture(keys, current_visitor(state), clean_page_url(request.url))
 
 

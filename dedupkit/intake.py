@@ -163,7 +163,7 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
 
 def _check_ticket(state: State, ticket: str, event: Event) -> None:
     try:
-        keys = tickets.signing_keys(state.app, state.settings)
+        keys = state.signing_keys()
     except ConfigurationError:
         logger.warning("a beacon carried a ticket but no signing key is set (DEDUPKIT_SECRET_KEY)")
         raise tickets.TicketRefused("this server cannot verify tickets") from None

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from . import tickets
 from .client import CapiClient
 from .errors import OutboxError
 from .event_names import EventNames
@@ -83,6 +84,18 @@ class State:
                         self.fallback.restore()
         return self._outbox
 
+    def signing_keys(self) -> tuple[bytes, ...]:
+        """The keys that sign tickets and visitor tokens, newest last (read on each use: an
+        app may set ``SECRET_KEY`` after ``init_app``).
+
+        :raises ConfigurationError: when no key is set.
+        """
+        return tickets.signing_keys(self.app, self.settings)
+
+    def mint_ticket(self, name: str, **fields: Any) -> str:
+        """A signed ticket for one browser-reported event (see :func:`dedupkit.tickets.mint`)."""
+        return tickets.mint(self.signing_keys(), self.names, name, **fields)
+
     def make_client(self, *, test_mode: bool | None = None) -> CapiClient:
         """A Conversions API client with this app's credentials."""
         s = self.settings
@@ -126,10 +139,14 @@ class State:
             )
             self.fallback.keep(payload)
             return Stored.KEPT_IN_MEMORY
-        if queued and self.settings.background_sender:
-            self.background.ensure_started()
-            self.background.wake()
+        if queued:
+            self._deliver_soon()
         return Stored.QUEUED if queued else Stored.DUPLICATE
+
+    def _deliver_soon(self) -> None:
+        # Waking a sender that does not run (none wanted, or not started) does nothing.
+        self.start_delivery()
+        self.background.wake()
 
     def record_skip(
         self, reason: str, *, event_name: str | None = None, event_id: str | None = None
@@ -144,9 +161,8 @@ class State:
     def _put_patiently(self, payload: Mapping[str, Any]) -> bool:
         # The fallback's thread may wait for a lock: no page is waiting on it.
         queued = self.outbox.put(payload)
-        if queued and self.settings.background_sender and self.enabled:
-            self.background.ensure_started()
-            self.background.wake()
+        if queued:
+            self._deliver_soon()
         return queued
 
     def _count_lost(self, count: int) -> None:

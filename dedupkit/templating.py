@@ -13,7 +13,7 @@ from flask import g, has_request_context, url_for
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
-from . import privacy, tickets
+from . import privacy
 from .assets import queue_stub, snippet
 from .event import Event
 from .intake import current_visitor
@@ -151,28 +151,9 @@ class TemplateHelpers:
                 query[f"ed[{key}]"] = str(value)
         return Markup(script + _noscript_pixel(state.settings.pixel_url, query))
 
-    def ticket(
-        self,
-        name: str,
-        *,
-        order_id: str | int,
-        value: Any = None,
-        currency: str | None = None,
-        event_id: str | None = None,
-        expires_in: float = tickets.DEFAULT_EXPIRES_IN,
-    ) -> str:
+    def ticket(self, name: str, **fields: Any) -> str:
         """``kit.ticket(…)`` for templates: ``{{ dedupkit.ticket('checkout', …)|tojson }}``."""
-        state = get_state()
-        return tickets.mint(
-            tickets.signing_keys(state.app, state.settings),
-            state.names,
-            name,
-            order_id=order_id,
-            value=value,
-            currency=currency,
-            event_id=event_id,
-            expires_in=expires_in,
-        )
+        return get_state().mint_ticket(name, **fields)
 
 
 def _ldp_geo_attributes() -> dict[str, str | None]:

@@ -328,12 +328,8 @@ def _hash_one(
     if field == "db" and isinstance(value, dt.date):
         normalized = normalize(value)  # a date needs no text checks
     else:
-        text = value if type(value) is str else _number_text(label, value)
-        if len(text) > MAX_LENGTH:
-            logger.warning("dropped an over-long %s value (%d characters)", label, len(text))
-            return None
-        if not text.isascii() and not _encodes(text):
-            logger.warning("dropped a %s value that is not valid Unicode text", label)
+        text = _sendable_text(label, value, MAX_LENGTH)
+        if text is None:
             return None
         if len(text) >= 64 and _HEX64.match(text.strip()):
             return text.strip().lower()  # already hashed by the caller
@@ -366,12 +362,18 @@ def _number_text(label: str, value: Any) -> str:
 
 def _clear_text(key: str, value: Any) -> str | None:
     """A clear field as sent, or None (with a warning) when it cannot be sent."""
-    text = value if type(value) is str else _number_text(key, value)
-    if len(text) > MAX_CLEAR_LENGTH:
-        logger.warning("dropped an over-long user.%s (%d characters)", key, len(text))
+    return _sendable_text(f"user.{key}", value, MAX_CLEAR_LENGTH)
+
+
+def _sendable_text(label: str, value: Any, limit: int) -> str | None:
+    """``value`` as text of at most ``limit`` characters that UTF-8 can carry, or ``None`` with
+    a warning naming ``label`` (never the value)."""
+    text = value if type(value) is str else _number_text(label, value)
+    if len(text) > limit:
+        logger.warning("dropped an over-long %s value (%d characters)", label, len(text))
         return None
     if not text.isascii() and not _encodes(text):
-        logger.warning("dropped a user.%s that is not valid Unicode text", key)
+        logger.warning("dropped a %s value that is not valid Unicode text", label)
         return None
     return text
 

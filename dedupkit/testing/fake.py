@@ -517,6 +517,10 @@ class FakePinterest:
             record = TagEvent(tag_id, name, event_id, data, referer, None, None, time.time())
         else:
             record = PageCall(tag_id, data, referer, None, None, time.time())
+        self._store_tag_record(record)
+
+    def _store_tag_record(self, record: TagEvent | PageCall) -> None:
+        """Keep what the tag (script or pixel) reported, and wake whoever waits for it."""
         with self._changed:
             if isinstance(record, TagEvent):
                 self._arrivals.append(record)
@@ -569,12 +573,7 @@ class FakePinterest:
             record = PageCall(tag_id, data, url, epik, consent, received_at)
         else:
             return "kind must be 'track' or 'page'"
-        with self._changed:
-            if isinstance(record, TagEvent):
-                self._arrivals.append(record)
-            else:
-                self._page_calls.append(record)
-            self._changed.notify_all()
+        self._store_tag_record(record)
         return None
 
 
