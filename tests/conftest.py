@@ -16,6 +16,7 @@ from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
 from .support.agents import CHROME_UA
+from .support.browser import chromium
 from .support.redis_server import RedisServer, running_redis_server
 
 AD_ACCOUNT_ID = "549764982399"
@@ -85,6 +86,13 @@ def fake() -> Iterator[FakePinterest]:
     """A fake Pinterest on a loopback port, for one test."""
     with FakePinterest() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, for the browser tests of one module."""
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="session")

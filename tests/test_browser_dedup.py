@@ -18,49 +18,20 @@ from flask import Flask
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
-from .support.browser import DESKTOP_CHROME_UA, chromium
+from .support.browser import DESKTOP_CHROME_UA
 from .support.live_server import LiveServer, static_site
 from .support.polling import wait_until
-from .support.shop_app import create_shop
+from .support.shop_app import Shop, shop_servers
 
 pytestmark = pytest.mark.browser
 
 GOOGLEBOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
-
-
-Shop = tuple[Flask, LiveServer]
-
-
 @pytest.fixture
 def make_shop(fake: FakePinterest, tmp_path: Path) -> Iterator[Callable[..., Shop]]:
-    servers: list[LiveServer] = []
-
-    def factory(**settings: Any) -> Shop:
-        config = {
-            "AD_ACCOUNT_ID": fake.ad_account_id,
-            "CONVERSION_TOKEN": fake.token,
-            "TAG_ID": "2612345678901",
-            "API_BASE_URL": fake.api_base_url,
-            "PINTRK_SRC": fake.pintrk_src,
-            "PIXEL_URL": fake.pixel_url,
-            "QUEUE_URL": f"sqlite:///{tmp_path}/outbox-{len(servers)}.sqlite3",
-            "FLUSH_INTERVAL": 0.05,
-            **settings,
-        }
-        app = create_shop(str(tmp_path / f"instance-{len(servers)}"), **config)
-        server = LiveServer(app).__enter__()
-        servers.append(server)
-        return app, server
-
-    yield factory
-    for server in servers:
-        server.__exit__(None, None, None)
+    with shop_servers(fake, tmp_path) as factory:
+        yield factory
 
 
 @pytest.fixture

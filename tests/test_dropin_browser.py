@@ -18,7 +18,7 @@ from dedupkit.assets import queue_stub, snippet
 from dedupkit.testing import FakePinterest
 
 from .conftest import TAG_ID, AppFactory
-from .support.browser import DESKTOP_CHROME_UA, chromium
+from .support.browser import DESKTOP_CHROME_UA
 from .support.live_server import LiveServer, static_site
 
 pytestmark = pytest.mark.browser
@@ -43,12 +43,6 @@ BUTTON = (
     "<button id=ticket onclick=\"dedupkit.track('checkout',{value:'5.00',currency:'USD'},"
     "{ticket:'t.1'})\">Pay</button>"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
 
 
 class Site:

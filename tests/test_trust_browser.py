@@ -23,7 +23,7 @@ from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 from dedupkit.tickets import mint, signing_keys
 
-from .support.browser import DESKTOP_CHROME_UA, chromium
+from .support.browser import DESKTOP_CHROME_UA
 from .support.live_server import LiveServer
 from .support.polling import wait_until
 
@@ -47,12 +47,6 @@ window.report = function (ticket, data, eventId) {
 </script></body></html>"""
 THANKS = "<html><head>{{ dedupkit.head() }}</head><body>{{ dedupkit.pintrk(event) }}</body></html>"
 ORDER = {"value": "24.13", "currency": "USD", "order_id": "A-1001"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
@@ -160,14 +154,20 @@ def test_a_spa_checkout_with_a_ticket_pairs_with_the_tag_and_forgeries_get_nothi
     assert get_state(app).outbox.stats().delivered == 1
 
 
-def test_gpc_yields_an_ldp_event_on_both_channels(
-    fake: FakePinterest, tmp_path: Path, serve: Callable[[Flask], LiveServer], browser: Any
-) -> None:
-    server = serve(spa_shop(fake, tmp_path))
+def gpc_context(browser: Any) -> Any:
+    """A browser context whose visitor sends Global Privacy Control, in header and page."""
     context = browser.new_context(user_agent=DESKTOP_CHROME_UA, extra_http_headers={"Sec-GPC": "1"})
     context.add_init_script(
         "Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})"
     )
+    return context
+
+
+def test_gpc_yields_an_ldp_event_on_both_channels(
+    fake: FakePinterest, tmp_path: Path, serve: Callable[[Flask], LiveServer], browser: Any
+) -> None:
+    server = serve(spa_shop(fake, tmp_path))
+    context = gpc_context(browser)
     try:
         page = context.new_page()
         page.goto(f"{server.url}/thanks")
@@ -186,10 +186,7 @@ def test_gpc_with_opt_out_sends_nothing_on_either_channel(
 ) -> None:
     app = spa_shop(fake, tmp_path, DEDUPKIT_GPC="opt_out")
     server = serve(app)
-    context = browser.new_context(user_agent=DESKTOP_CHROME_UA, extra_http_headers={"Sec-GPC": "1"})
-    context.add_init_script(
-        "Object.defineProperty(navigator, 'globalPrivacyControl', {get: () => true})"
-    )
+    context = gpc_context(browser)
     try:
         page = context.new_page()
         page.goto(f"{server.url}/thanks")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, redirect, render_template_string, request, url_for
 from werkzeug.wrappers import Response
 
 from dedupkit import DedupKit
+from dedupkit.testing import FakePinterest
+
+from .live_server import LiveServer
 
 LAYOUT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{{ title }}</title>{{ dedupkit.head() }}</head>
@@ -78,3 +84,40 @@ def create_shop(instance_path: str | None = None, **settings: Any) -> Flask:
         return page("Thanks", f"<p id='order'>{order_id}</p>", event)
 
     return app
+
+
+Shop = tuple[Flask, LiveServer]
+
+
+@contextmanager
+def shop_servers(
+    fake: FakePinterest, folder: Path, **defaults: Any
+) -> Iterator[Callable[..., Shop]]:
+    """Start shops on loopback, each with its own outbox and instance folder, talking to
+    ``fake``; all stopped on exit. Keyword arguments of the factory (and ``defaults``) are
+    DEDUPKIT_* settings without the prefix."""
+    servers: list[LiveServer] = []
+
+    def factory(**settings: Any) -> Shop:
+        config = {
+            "AD_ACCOUNT_ID": fake.ad_account_id,
+            "CONVERSION_TOKEN": fake.token,
+            "TAG_ID": "2612345678901",
+            "API_BASE_URL": fake.api_base_url,
+            "PINTRK_SRC": fake.pintrk_src,
+            "PIXEL_URL": fake.pixel_url,
+            "QUEUE_URL": f"sqlite:///{folder}/outbox-{len(servers)}.sqlite3",
+            "FLUSH_INTERVAL": 0.05,
+            **defaults,
+            **settings,
+        }
+        app = create_shop(str(folder / f"instance-{len(servers)}"), **config)
+        server = LiveServer(app).__enter__()
+        servers.append(server)
+        return app, server
+
+    try:
+        yield factory
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
