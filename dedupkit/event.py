@@ -99,7 +99,7 @@ class Event:
 
 
 def build_event(
-    name: str,
+    name: str | EventName,
     data: Mapping[str, Any] | None = None,
     *,
     names: EventNames = STANDARD,

@@ -82,8 +82,14 @@ class EventNames:
     def __init__(self, advertiser_defined: Iterable[str] = ()) -> None:
         self.advertiser_defined = frozenset(name.strip() for name in advertiser_defined)
 
-    def resolve(self, name: str) -> EventName:
-        """:raises UnknownEventName: naming the event, when it is none of the accepted names."""
+    def resolve(self, name: str | EventName) -> EventName:
+        """:raises UnknownEventName: naming the event, when it is none of the accepted names.
+
+        An :class:`EventName` is already resolved and comes back as it is, so a caller that
+        resolved a name once can pass the result on without a second look-up.
+        """
+        if isinstance(name, EventName):
+            return name
         if not isinstance(name, str) or not name.strip():
             raise UnknownEventName(f"event name must be a non-empty string, got {name!r}")
         stripped = name.strip()

@@ -131,7 +131,7 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         data = privacy.ldp_data(data)
         user = privacy.ldp_user(user, visitor)
     event = build_event(
-        name.capi,
+        name,  # resolved above: not looked up again
         data,
         names=state.names,
         hasher=state.hasher,

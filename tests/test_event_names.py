@@ -161,3 +161,8 @@ def test_standard_names_still_resolve_next_to_advertiser_defined_ones(
 def test_an_advertiser_defined_name_is_unknown_to_a_resolver_without_it() -> None:
     with pytest.raises(UnknownEventName, match="BookDemo"):
         STANDARD.resolve("BookDemo")
+
+
+def test_a_resolved_name_is_not_looked_up_again() -> None:
+    resolved = EventNames().resolve("AddToCart")
+    assert EventNames().resolve(resolved) is resolved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -372,3 +373,21 @@ def test_keyword_overrides_beat_app_config_and_carry_an_httpx_transport(
     [request] = seen
     assert request.url.params["test"] == "true"
     assert request.headers["Authorization"] == "Bearer token-from-config"
+
+
+def test_the_intake_resolves_the_event_name_once(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = get_state(app).names
+    looked_up: list[object] = []
+    real = names.resolve
+
+    def counting(name: object) -> Any:
+        if isinstance(name, str):
+            looked_up.append(name)
+        return real(name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(names, "resolve", counting)
+    with shopper_request(app, "/thanks"):
+        kit_for(app).track("Checkout", order_id="R-1", value=5, currency="USD")
+    assert looked_up == ["Checkout"]
