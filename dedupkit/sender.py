@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from blinker import NamedSignal
 
+from .browsers import device_labels
 from .client import MAX_BATCH_SIZE, MAX_BODY_BYTES, BatchResult, Outcome
 from .outbox.base import Claimed, Outbox, Pause, event_time_of
 from .retry import RetryPolicy
@@ -362,7 +363,10 @@ class Sender:
         if batch.delivered:
             # The ledger shows events sent with ?test=true as "test": Pinterest records nothing.
             test = getattr(self.client, "test_mode", None)
-            self.outbox.ack([entry.id for entry in batch.delivered], test=test)
+            delivered = batch.delivered
+            self.outbox.ack(
+                [entry.id for entry in delivered], test=test, devices=device_labels(delivered)
+            )
             totals.delivered += len(batch.delivered)
         if batch.credentials is not None:
             self._pause_for_credentials(batch, now)
