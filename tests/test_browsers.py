@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dedupkit.browsers import (
@@ -56,7 +58,7 @@ def test_the_cache_is_bounded_and_long_agents_are_cut() -> None:
 
 
 def test_labels_come_from_the_payload_and_a_broken_payload_has_none() -> None:
-    good = Claimed("1:1", '{"user_data": {"client_user_agent": %s}}' % f'"{IPHONE_SAFARI_UA}"')
+    good = Claimed("1:1", json.dumps({"user_data": {"client_user_agent": IPHONE_SAFARI_UA}}))
     none = Claimed("2:1", '{"user_data": {"em": ["ab"]}}')
     broken = Claimed("3:1", "{not json")
     assert device_labels([good, none, broken]) == {"1:1": "Safari · iOS · mobile"}
