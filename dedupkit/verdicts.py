@@ -47,10 +47,33 @@ MEANINGS = {
     Verdict.TEST: "sent with ?test=true: Pinterest checked it and recorded nothing",
 }
 
+# The ledger's words for states and skip reasons, in one place until dedupkit.vocabulary
+# (one enumeration for the ledger, the CLI and the metrics) replaces them.
+#: Outbox states, as the CLI's ``status`` names them.
+STATE_LABELS = {
+    EntryState.PENDING: "pending",
+    EntryState.IN_FLIGHT: "in flight",
+    EntryState.DELIVERED: "delivered",
+    EntryState.DEAD: "dead",
+}
+#: What each state means, beside its count.
+STATE_MEANINGS = {
+    EntryState.PENDING: "waiting for the sender",
+    EntryState.IN_FLIGHT: "being sent right now",
+    EntryState.DELIVERED: "Pinterest accepted it",
+    EntryState.DEAD: "Pinterest refused it or it ran out of time: see what to do",
+}
+#: Skip reasons as counted ("3 bots, 1 no consent").
+SKIP_LABELS = {
+    "bot": "bots",
+    "no_consent": "no consent",
+    "no_identity": "no identity",
+    "lost_memory_full": "lost (outbox down, memory full)",
+}
 #: Why a skipped event was not sent, in plain words.
 SKIP_REASONS = {
     "no_consent": "no consent",
-    "bot": "a bot",
+    "bot": "a bot (curl, scripts, crawlers and monitors are not shoppers)",
     "no_identity": "no e-mail, mobile ad id, or IP and user agent",
     "lost_memory_full": "lost: the outbox failed and the memory buffer was full",
 }
