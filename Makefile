@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test lint typecheck pytest jstest bench system-deps clean
+# Node tools the browser tests inject into pages (axe-core), from the committed lock file.
+JS_TOOLS := tests/js/node_modules/.installed
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,8 +45,12 @@ typecheck: $(STAMP)
 jstest:
 	node --test tests/js/
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(JS_TOOLS)
 	$(BIN)/pytest -q -p no:cacheprovider
+
+$(JS_TOOLS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_TOOLS)
 
 ## bench: ratios measured side by side in one run (see bench/README.md)
 bench: $(STAMP)
@@ -58,7 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py
 
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache tests/js/node_modules tests/artifacts
 
 ## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
 minify: $(STAMP)

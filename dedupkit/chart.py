@@ -26,7 +26,7 @@ COLOURS = {
 }
 WIDTH, HEIGHT = 340, 150
 #: The widest the chart is shown (CSS pixels), so that its text stays near its drawn size.
-MAX_SHOWN = 520
+MAX_SHOWN = 460
 FONT_SIZE = 13
 _LEFT, _BOTTOM, _TOP = 30, 20, 10
 _FONT = f'font-size="{FONT_SIZE}" fill="#1f2328"'
