@@ -15,10 +15,11 @@ from flask.testing import FlaskClient
 
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
+from dedupkit.testing.blockers import typical_blockers
 from dedupkit.user_data import sha256_hex
 from demo_site import create_app
 
-from .support.agents import CHROME_UA
+from .support.agents import CHROME_UA, FIREFOX_DESKTOP_UA
 
 #: A desktop Chrome: a shopper, not a bot (the test client's own user agent is filtered).
 EMAIL = "Jane.Roe+demo@Example.com"
@@ -300,3 +301,18 @@ def test_the_webhook_refuses_an_unsigned_call(client: FlaskClient, app: Flask) -
     response = client.post("/webhooks/payments", json=body)
     assert response.status_code == 400
     assert queued_total(app) == 0
+
+
+def test_the_pinterest_page_says_whose_tag_was_blocked(
+    client: FlaskClient, fake: FakePinterest
+) -> None:
+    fake.block_tag(typical_blockers)
+    try:
+        for user_agent in (FIREFOX_DESKTOP_UA, CHROME_UA):
+            httpx.get(fake.pintrk_src, headers={"User-Agent": user_agent})
+        text = client.get("/pinterest").get_data(as_text=True)
+    finally:
+        fake.block_tag(None)
+    assert "The tag was refused 1 time(s)" in text
+    assert "Firefox strict tracking protection 1." in text
+    assert 'href="/dedupkit/debug"' in text
