@@ -177,6 +177,11 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
     )
     return {
         "outbox": describe_outbox(state),
+        # Redis keeps delivered events' summaries about a day (DELIVERED_TTL): its "week" is
+        # that day, and the page says so.
+        "history_note": "Redis keeps delivered events for about a day: the week is that day."
+        if state.queue_url.lower().startswith(("redis:", "rediss:"))
+        else None,
         "now": now,
         "test_mode": test_mode,
         "status": status(coverage["value"]["day"], pause_data, stats.oldest_pending_age),

@@ -274,6 +274,7 @@ def test_the_redis_url_is_shown_without_its_password(
         assert "s3cret-pw" not in text
         assert "127.0.0.1" not in text and "redis://" not in text
         assert "Redis, namespace dedupkit:" in text
+        assert "Redis keeps delivered events for about a day" in text
         assert checkout_id in text
         assert EMAIL.lower() not in text and TOKEN not in text
     get_state(app).outbox.close()
