@@ -20,7 +20,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from dedupkit.client import BatchResult, CapiClient, Outcome
+from dedupkit.delivery.client import BatchResult, CapiClient, Outcome
 from dedupkit.spec import load_request_schema, load_response_schema
 from dedupkit.testing import (
     Conversion,

@@ -102,5 +102,5 @@ def test_the_installed_wheel_is_flask_dedupkit_and_serves_the_snippet(tmp_path: 
         capture_output=True,
         text=True,
     )
-    # What is served is the minified twin (dedupkit.assets).
+    # What is served is the minified twin (dedupkit.web.assets).
     assert served.stdout == (ROOT / "static" / "dedupkit.min.js").read_text("utf-8")
