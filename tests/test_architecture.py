@@ -101,7 +101,8 @@ def test_the_cycle_finder_sees_function_level_imports() -> None:
 @pytest.mark.parametrize("lower", ["dedupkit.state", "dedupkit.intake.record", "dedupkit.settings"])
 def test_lower_floors_never_import_the_face(lower: str) -> None:
     graph = import_graph()
-    seen, todo = set(), [lower]
+    seen: set[str] = set()
+    todo = [lower]
     while todo:
         for target in graph[todo.pop()] - seen:
             seen.add(target)

@@ -62,7 +62,7 @@ def test_the_installed_wheel_is_flask_dedupkit_and_serves_the_snippet(tmp_path: 
     metadata = Parser().parsestr(zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode())
     assert (metadata["Name"], metadata["Version"]) == ("flask-dedupkit", version)
     assert metadata["License-Expression"] == "MIT"
-    assert {"redis", "testing", "metrics"} <= set(metadata.get_all("Provides-Extra"))
+    assert {"redis", "testing", "metrics"} <= set(metadata.get_all("Provides-Extra") or ())
     entry_points = zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
     assert "dedupkit = dedupkit.cli:cli" in entry_points
     [sdist] = dist.glob("flask_dedupkit-*.tar.gz")

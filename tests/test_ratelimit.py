@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from dedupkit.ratelimit import MAX_CLIENTS, RateLimiter, parse_rate, retry_after
 from flask import Flask
 from werkzeug.test import TestResponse
 
 from dedupkit import ConfigurationError
+from dedupkit.ratelimit import MAX_CLIENTS, RateLimiter, parse_rate, retry_after
 
 from .conftest import CHROME_UA, AppFactory, queued
 

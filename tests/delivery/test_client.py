@@ -135,7 +135,7 @@ def test_retry_after_as_delta_seconds_and_as_an_http_date() -> None:
 
 @pytest.mark.parametrize("value", [b"soon", b"-5", b"1.5", "²".encode("latin-1"), b"9" * 40, b""])
 def test_an_unreadable_retry_after_is_ignored(value: bytes) -> None:
-    assert parse_retry_after(httpx.Response(429, headers={"Retry-After": value})) is None
+    assert parse_retry_after(httpx.Response(429, headers=[(b"Retry-After", value)])) is None
 
 
 def test_a_huge_retry_after_is_reported_as_given() -> None:

@@ -396,7 +396,7 @@ def _stored_bytes(box: Outbox, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 def _redis_bytes(client: redis.Redis) -> bytes:
-    parts: list[bytes] = []
+    parts: list[Any] = []
     for key in client.scan_iter():
         parts.append(key)
         kind = client.type(key)
@@ -411,7 +411,7 @@ def _redis_bytes(client: redis.Redis) -> bytes:
         elif kind == b"set":
             parts.extend(client.smembers(key))
         elif kind == b"stream":
-            parts.extend(repr(client.xrange(key)).encode())
+            parts.append(repr(client.xrange(key)).encode())
     return b"".join(parts)
 
 

@@ -96,7 +96,7 @@ def test_two_shops_on_one_redis_each_send_only_their_own_events(
             for app, _ in shops:
                 outbox = get_state(app).outbox
                 # Pinterest has it; the ack follows a moment later.
-                assert wait_until(lambda box=outbox: box.stats().delivered == 1)
+                assert wait_until(lambda box=outbox: box.stats().delivered == 1)  # type: ignore[misc]
                 stats = outbox.stats()
                 assert (stats.dead, stats.pending, stats.in_flight) == (0, 0, 0)
         finally:

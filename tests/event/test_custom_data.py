@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from dedupkit.errors import InvalidEvent
-from dedupkit.event.data import INT64_MAX, to_custom_data
+from dedupkit.event.data import to_custom_data
+from dedupkit.event.limits import INT64_MAX
 from dedupkit.event.model import build_event
 
 USER = {"email": "john@example.com"}

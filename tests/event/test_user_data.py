@@ -242,7 +242,7 @@ def test_user_data_that_is_not_a_mapping_raises_invalid_event(raw: Any) -> None:
 
 def test_a_field_name_that_is_not_text_raises_invalid_event() -> None:
     with pytest.raises(InvalidEvent, match="field names"):
-        UserDataHasher().hash({("email",): "john@example.com"})
+        UserDataHasher().hash({("email",): "john@example.com"})  # type: ignore[dict-item]
 
 
 UNUSABLE_TEXT: list[tuple[str, str, str]] = [

@@ -21,7 +21,7 @@ def crawler_instances() -> list[str]:
 
 
 def browser_user_agents() -> list[str]:
-    lines = files("fake_useragent").joinpath("data", "browsers.jsonl").read_text("utf-8")
+    lines = files("fake_useragent").joinpath("data").joinpath("browsers.jsonl").read_text("utf-8")
     return sorted({json.loads(line)["useragent"] for line in lines.splitlines() if line})
 
 

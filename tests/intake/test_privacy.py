@@ -186,7 +186,7 @@ def test_the_hook_decides_exactly_when_it_answers_true_or_false(
         return answer
 
     state = get_state(app)
-    state.settings = dataclasses.replace(state.settings, consent=hook)  # type: ignore[misc]
+    state.settings = dataclasses.replace(state.settings, consent=hook)  # type: ignore[misc, arg-type]
     headers = {"Cookie": f"_dedupkit_consent={cookie}"} if cookie else {}
     with app.test_request_context("/", headers=headers):
         consent = current_visitor(state).consent

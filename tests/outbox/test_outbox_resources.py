@@ -119,7 +119,8 @@ def test_thread_per_request_traffic_leaves_no_descriptor_behind(
     in_threads(10_000, 2, lambda n: get(100 + n))
     assert open_descriptors() - before <= SLACK
     # Every request did reach the outbox (a skipped event would write nothing).
-    outbox = SQLiteOutbox(Path(server.app.config["DEDUPKIT_QUEUE_URL"].removeprefix("sqlite:///")))
+    queue_url = server.app.config["DEDUPKIT_QUEUE_URL"]  # type: ignore[attr-defined]
+    outbox = SQLiteOutbox(Path(queue_url.removeprefix("sqlite:///")))
     try:
         assert outbox.stats().pending == 10_100
     finally:

@@ -66,7 +66,7 @@ class TestSnippet:
         assert response.status_code == 304
 
     def test_versioned_url_is_cached_for_a_year(self, app: Flask) -> None:
-        from dedupkit.web.blueprint import snippet
+        from dedupkit.web.assets import snippet
 
         _, version = snippet()
         response = app.test_client().get(f"/dedupkit/dedupkit.js?v={version}")
