@@ -13,10 +13,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from dedupkit.event.user_data import sha256_hex
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 from dedupkit.testing.blockers import typical_blockers
-from dedupkit.user_data import sha256_hex
 from demo_site import create_app
 
 from .support.agents import CHROME_UA, FIREFOX_DESKTOP_UA

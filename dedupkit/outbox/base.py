@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from ..wire import encode_event
+from ..event.wire import encode_event
 
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
 #: bloat the store.
@@ -113,7 +113,7 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def as_offline_text(raw: str) -> str:
     """A stored payload's text with ``action_source`` set to ``"offline"``, re-encoded with
-    :func:`~dedupkit.wire.encode_event`; text that does not decode to an object is kept."""
+    :func:`~dedupkit.event.wire.encode_event`; text that does not decode to an object is kept."""
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -229,7 +229,7 @@ class LedgerEntry:
     #: Tag evidence: the browser said the tag call was made (``True``), that the tag was blocked
     #: or absent (``False``), or nothing (``None``).
     tag: bool | None = None
-    #: The visitor's browser, OS and device type (:func:`dedupkit.browsers.device_label`),
+    #: The visitor's browser, OS and device type (:func:`dedupkit.delivery.browsers.device_label`),
     #: labelled when the entry was delivered; ``None`` before, or without a user agent.
     device: str | None = None
 
@@ -306,7 +306,7 @@ class Outbox(Protocol):
     def put(
         self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
     ) -> bool:
-        """Store an event as :func:`~dedupkit.wire.encode_event`'s text; ``False`` if
+        """Store an event as :func:`~dedupkit.event.wire.encode_event`'s text; ``False`` if
         ``(event_name, event_id)`` was already stored (counted in
         :attr:`OutboxStats.duplicates`).
 
@@ -329,7 +329,7 @@ class Outbox(Protocol):
 
         :param test: the request was sent with ``?test=true`` (Pinterest records nothing):
             kept with each entry for the ledger's *test* verdict; ``None`` records nothing.
-        :param devices: the visitor's device label by id (see :mod:`dedupkit.browsers`),
+        :param devices: the visitor's device label by id (see :mod:`dedupkit.delivery.browsers`),
             kept with each entry for the ledger's "where the tag is lost"; at most
             :data:`MAX_DEVICE_LENGTH` characters of each are kept.
         Each delivery also counts its lag, from ``event_time`` (else the put) to now, in

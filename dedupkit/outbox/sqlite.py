@@ -130,7 +130,7 @@ _LATER_COLUMNS = {
     "value": "ALTER TABLE outbox ADD COLUMN value REAL",
     "currency": "ALTER TABLE outbox ADD COLUMN currency TEXT",
     "test": "ALTER TABLE outbox ADD COLUMN test INTEGER",
-    # The visitor's device label, written at the ack (dedupkit.browsers).
+    # The visitor's device label, written at the ack (dedupkit.delivery.browsers).
     "device": "ALTER TABLE outbox ADD COLUMN device TEXT",
 }
 
