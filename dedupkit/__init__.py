@@ -7,6 +7,7 @@ The Pinterest Tag in the browser and the Conversions API on the server carry one
 from __future__ import annotations
 
 from .delivery.client import CapiClient as CapiClient
+from .errors import BeaconRefused as BeaconRefused
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DedupKitError as DedupKitError
 from .errors import InvalidEvent as InvalidEvent
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 # app sets up.
 
 __all__ = [
+    "BeaconRefused",
     "CapiClient",
     "ConfigurationError",
     "DedupKit",

@@ -8,6 +8,7 @@ import types
 import dedupkit
 
 PUBLIC = [
+    "BeaconRefused",
     "CapiClient",
     "ConfigurationError",
     "DedupKit",

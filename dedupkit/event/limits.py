@@ -27,6 +27,9 @@ MAX_STRING_LENGTH = 4096
 MAX_ARRAY_ITEMS = 1000
 #: Most characters of strings in one event: a batch of 1,000 events stays a few MB at most.
 MAX_EVENT_CHARS = 64 * 1024
+#: Deepest nesting of an event's data or a beacon: the beacon, its data, line items, one line
+#: item (objects in a list in an object) need 4; the rest is headroom.
+MAX_DEPTH = 8
 #: ``ConversionEvents.data`` holds at most this many events.
 MAX_BATCH_SIZE = 1000
 

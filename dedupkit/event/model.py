@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InvalidEvent
 from .data import text, to_custom_data
+from .limits import MAX_DEPTH
 from .names import STANDARD, EventName, EventNames
 from .page_url import clean_page_url
 from .user_data import UserDataHasher, has_required_identity
@@ -22,10 +23,6 @@ from .user_data import UserDataHasher, has_required_identity
 MAX_EVENT_ID_LENGTH = 256
 #: ``action_source`` values Pinterest lists.
 ACTION_SOURCES = frozenset({"web", "app_android", "app_ios", "offline"})
-#: Deepest nesting of an event's data: line items (objects in a list in an object) need 3.
-MAX_DEPTH = 8
-#: Most values one user field may list (several emails of one customer, say).
-MAX_USER_VALUES = 100
 
 
 def _empty() -> Mapping[str, Any]:

@@ -17,12 +17,11 @@ import re
 from typing import Any
 
 from ..errors import InvalidEvent
-from ..event.limits import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, is_clean_text
+from ..event.limits import MAX_ARRAY_ITEMS, MAX_DEPTH, MAX_STRING_LENGTH, is_clean_text
 
-#: Largest body accepted; the route answers 413 above it before calling :func:`parse_beacon`.
+#: Largest beacon body accepted; the route answers 413 above it before calling
+#: :func:`parse_beacon` (the browser's keepalive limit is 64 KB for all requests).
 MAX_BODY_BYTES = 16 * 1024
-#: Deepest nesting of objects and arrays: the beacon, its data, line items, one line item.
-MAX_DEPTH = 8
 #: Most characters of a number: int64 has 19 digits, a float's repr at most 24 characters.
 MAX_NUMBER_LENGTH = 32
 

@@ -14,12 +14,12 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import EventNotAllowed, InvalidEvent
+from ..errors import BeaconRefused, EventNotAllowed, InvalidEvent
 from ..event.page_url import MAX_INPUT_LENGTH
-from ..intake.beacon import parse_beacon
+from ..intake.beacon import MAX_BODY_BYTES, parse_beacon
 from ..intake.evidence import is_evidence, record_evidence, record_tag_flag
 from ..intake.record import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from ..intake.visitor import clean_click_id, client_ip
@@ -36,8 +36,6 @@ logger = logging.getLogger("dedupkit")
 # The templates sit at the package root (dedupkit/templates), shared by the ledger.
 blueprint = Blueprint("dedupkit", __name__, template_folder="../templates")
 
-#: Largest beacon body accepted; the browser's keepalive limit is 64 KB for all requests.
-MAX_BODY_BYTES = 16 * 1024
 #: How far a browser clock may be ahead before the server's time is used instead.
 MAX_CLOCK_AHEAD = 60
 
@@ -56,10 +54,17 @@ def script() -> Response:
     return response
 
 
+@blueprint.errorhandler(BeaconRefused)
+def beacon_refused(exc: BeaconRefused) -> Response:
+    response = jsonify(error=exc.description)
+    response.status_code = exc.code or 400
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return _with_cors(response)
+
+
 @blueprint.errorhandler(HTTPException)
 def json_error(exc: HTTPException) -> Response:
-    if exc.response is not None:  # raised by _reject, already JSON
-        return exc.response  # type: ignore[return-value]
     response = jsonify(error=exc.description)
     response.status_code = exc.code or 400
     return response
@@ -76,9 +81,7 @@ def unexpected_error(exc: Exception) -> Response:
 
 
 def _reject(status: int, message: str) -> NoReturn:
-    response = jsonify(error=message)
-    response.status_code = status
-    abort(_with_cors(response))
+    raise BeaconRefused(status, message)
 
 
 @blueprint.route("/events", methods=["POST", "OPTIONS"])
@@ -196,13 +199,12 @@ def _check_rate(state: State) -> None:
                 client,
             )
         seconds = retry_after(wait)
-        response = jsonify(
-            error=f"too many events from this client: at most {limiter.burst} per "
-            f"{limiter.period:g} s; retry in {seconds} s"
+        raise BeaconRefused(
+            429,
+            f"too many events from this client: at most {limiter.burst} per "
+            f"{limiter.period:g} s; retry in {seconds} s",
+            retry_after=seconds,
         )
-        response.status_code = 429
-        response.headers["Retry-After"] = str(seconds)
-        abort(_with_cors(response))
 
 
 def _allowed_origins(state: State) -> set[str]:

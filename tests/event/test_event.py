@@ -521,7 +521,8 @@ def test_data_nested_deeper_than_the_limit_is_refused_without_recursing_away() -
 
 
 def test_freezing_stops_at_the_depth_limit() -> None:
-    from dedupkit.event.model import MAX_DEPTH, _freeze
+    from dedupkit.event.limits import MAX_DEPTH
+    from dedupkit.event.model import _freeze
 
     ok: Any = 1
     for _ in range(MAX_DEPTH):

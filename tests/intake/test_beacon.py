@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from dedupkit.errors import InvalidEvent
-from dedupkit.intake.beacon import MAX_BODY_BYTES, MAX_DEPTH, parse_beacon
+from dedupkit.event.limits import MAX_DEPTH
+from dedupkit.intake.beacon import MAX_BODY_BYTES, parse_beacon
 
 BEACON: dict[str, Any] = {
     "event_name": "add_to_cart",

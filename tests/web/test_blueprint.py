@@ -361,3 +361,18 @@ class TestTagEvidence:
             "no-yes",
             "no_consent",
         )
+
+
+def test_a_refused_beacon_is_a_werkzeug_exception_answered_as_json(app: Flask) -> None:
+    from werkzeug.exceptions import HTTPException
+
+    from dedupkit import BeaconRefused
+
+    assert issubclass(BeaconRefused, HTTPException)
+    refused = BeaconRefused(429, "slow down", retry_after=3)
+    assert (refused.code, refused.description, refused.retry_after) == (429, "slow down", 3)
+    response = app.test_client().post(
+        "/dedupkit/events", data="not json", headers={"User-Agent": CHROME_UA}
+    )
+    assert response.status_code == 400
+    assert "error" in response.get_json()
