@@ -10,6 +10,7 @@ shoppers share few user agents, so labels are cached per user agent (a bounded L
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -17,6 +18,8 @@ from typing import Any, NamedTuple
 import user_agents
 
 from ..outbox.base import Claimed
+
+logger = logging.getLogger("dedupkit.sender")
 
 #: Distinct user agents whose label is remembered.
 CACHE_SIZE = 2048
@@ -124,14 +127,18 @@ def _known(family: str) -> str:
 def device_labels(claimed: Iterable[Claimed]) -> dict[str, str]:
     """The device label of each claimed entry with a user agent, by claim id: what the
     sender passes to :meth:`~dedupkit.outbox.base.Outbox.ack`. A payload that does not
-    decode has no label (the sender sent its text as it was)."""
+    decode has no label (the sender sent its text as it was), and a parser that fails only
+    loses the label: the ack that keeps the event from being sent twice must happen."""
     labels: dict[str, str] = {}
     for entry in claimed:
         try:
             payload = entry.payload
+            label = label_of_payload(payload) if isinstance(payload, Mapping) else None
         except ValueError:
             continue
-        label = label_of_payload(payload) if isinstance(payload, Mapping) else None
+        except Exception:
+            logger.exception("could not label the user agent of %s", entry.id)
+            continue
         if label is not None:
             labels[entry.id] = label
     return labels

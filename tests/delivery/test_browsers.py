@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from dedupkit.delivery import browsers
 from dedupkit.delivery.browsers import (
     CACHE_SIZE,
     Device,
@@ -63,3 +64,17 @@ def test_labels_come_from_the_payload_and_a_broken_payload_has_none() -> None:
     broken = Claimed("3:1", "{not json")
     assert device_labels([good, none, broken]) == {"1:1": "Safari · iOS · mobile"}
     assert label_of_payload({"user_data": "nope"}) is None
+
+
+def test_a_failing_parser_loses_only_the_label(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(user_agent: str) -> object:
+        raise RuntimeError("rules broke")
+
+    _label.cache_clear()
+    monkeypatch.setattr(browsers.user_agents, "parse", broken)
+    claimed = Claimed("1:1", json.dumps({"user_data": {"client_user_agent": "Odd/1.0"}}))
+    assert device_labels([claimed]) == {}
+    assert "could not label the user agent of 1:1" in caplog.text
+    _label.cache_clear()
