@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from dedupkit.delivery import browsers
 from dedupkit.delivery.browsers import (
     CACHE_SIZE,
     Device,
@@ -73,7 +72,7 @@ def test_a_failing_parser_loses_only_the_label(
         raise RuntimeError("rules broke")
 
     _label.cache_clear()
-    monkeypatch.setattr(browsers.user_agents, "parse", broken)
+    monkeypatch.setattr("user_agents.parse", broken)
     claimed = Claimed("1:1", json.dumps({"user_data": {"client_user_agent": "Odd/1.0"}}))
     assert device_labels([claimed]) == {}
     assert "could not label the user agent of 1:1" in caplog.text
