@@ -16,7 +16,7 @@ from flask import Response, abort, jsonify, render_template, request
 
 from ..errors import OutboxError, UnknownEventName
 from ..outbox.base import LedgerEntry, Skip
-from ..settings import redacted_url
+from ..redaction import redact, redacted_url
 from ..state import State, get_state
 from .chart import legend, verdict_chart
 from .coverage import DAY, SCAN_LIMIT, summarize
@@ -212,9 +212,7 @@ def _skip(skip: Skip) -> dict[str, Any]:
 def scrub(message: str, state: State) -> str:
     """``message`` without the conversion token, should an error ever have echoed it."""
     token = state.settings.conversion_token
-    if token:
-        message = message.replace(token, "***")
-    return message
+    return redact(message, [token] if token else [], limit=1000)
 
 
 def _human(seconds: float | None) -> str:
