@@ -27,6 +27,7 @@ from flask import Request
 from .errors import ConfigurationError
 from .event.limits import MAX_BATCH_SIZE
 from .ratelimit import parse_rate
+from .redaction import redacted_url as redacted_url
 
 logger = logging.getLogger("dedupkit")
 
@@ -409,11 +410,3 @@ def _check_queue_url(url: str) -> None:
         raise ConfigurationError(
             f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
         )
-
-
-def redacted_url(url: str) -> str:
-    """``url`` fit for logs: a Redis URL may carry a password."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url

@@ -25,7 +25,8 @@ from .event.user_data import UserDataHasher
 from .outbox import Outbox, open_outbox
 from .outbox.fallback import Fallback
 from .ratelimit import limiter_for
-from .settings import Settings, redacted_url
+from .redaction import redacted_url
+from .settings import Settings
 
 logger = logging.getLogger("dedupkit")
 

@@ -114,7 +114,7 @@ def test_lower_floors_never_import_the_face(lower: str) -> None:
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(f"dedupkit.{name}" if name else "dedupkit" for name in row.split())
     for row in (
-        "errors signals vocabulary logs spec",
+        "errors signals vocabulary logs spec redaction",
         "event",
         "settings signing ratelimit",
         "outbox",

@@ -26,7 +26,6 @@ import html
 import logging
 import re
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -36,6 +35,9 @@ import httpx
 
 from ..event.limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
 from ..event.wire import encode_batch as encode_batch
+from ..redaction import MAX_MESSAGE as MAX_MESSAGE
+from ..redaction import REDACTED as REDACTED
+from ..redaction import redact as redact
 from ..settings import DEFAULT_API_BASE_URL as DEFAULT_API_BASE_URL
 
 logger = logging.getLogger("dedupkit.client")
@@ -46,10 +48,6 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Total time for one request; kept well below the outbox lease so a live sender never
 #: loses its claim while it waits.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-#: The longest message kept from an answer (after redaction).
-MAX_MESSAGE = 300
-#: What replaces a secret in a message.
-REDACTED = "[redacted]"
 
 # Statuses that judge the request as a whole: a smaller batch may pass.
 _WHOLE_BATCH_REFUSALS = frozenset({400, 413, 422})
@@ -57,15 +55,6 @@ _WHOLE_BATCH_REFUSALS = frozenset({400, 413, 422})
 _CREDENTIALS = frozenset({401, 403, 404})
 # How much of a body is read to build a message: bounded work for a huge error page.
 _BODY_PREFIX = 4000
-# A bearer value, and an Authorization header's whole value whatever its scheme.
-_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"'<>,;&]+")
-_AUTHORIZATION = re.compile(
-    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!\[redacted\]|bearer\b)[^\s\"'<>,;&][^\r\n\"'<>,;&]*"
-)
-# Pinterest's token shape, whoever it belongs to.
-_PINTEREST_TOKEN = re.compile(r"\bpina_[A-Za-z0-9_.=+/-]+")
-# Secrets shorter than this are not searched for literally: they would garble every message.
-_MIN_SECRET = 8
 _TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
 _SPACE = re.compile(r"\s+")
 _DIGITS = re.compile(r"[0-9]{1,12}")
@@ -301,21 +290,6 @@ def parse_rate_limit(response: httpx.Response, *, now: float | None = None) -> R
         if reset_seconds > _EPOCH_THRESHOLD:
             reset_seconds = max(0.0, reset_seconds - (time.time() if now is None else now))
     return RateLimit(limit, remaining, reset_seconds)
-
-
-def redact(text: str, secrets: Iterable[str] = (), *, limit: int = MAX_MESSAGE) -> str:
-    """``text`` without ``secrets``, ``Bearer`` values, ``Authorization`` values or
-    Pinterest-shaped tokens, its whitespace collapsed, cut to ``limit`` characters."""
-    for secret in secrets:
-        if len(secret) < _MIN_SECRET:
-            continue
-        for form in {secret, urllib.parse.quote(secret, safe=""), secret.replace("/", "\\/")}:
-            text = text.replace(form, REDACTED)
-    text = _BEARER.sub(f"Bearer {REDACTED}", text)
-    text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _PINTEREST_TOKEN.sub(REDACTED, text)
-    text = _SPACE.sub(" ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _per_event(

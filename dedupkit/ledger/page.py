@@ -20,6 +20,7 @@ from flask import Response, abort, jsonify, render_template, request
 
 from ..errors import OutboxError, UnknownEventName
 from ..outbox.base import SKIPS_KEPT, EntryState, LedgerEntry, Skip
+from ..redaction import redact
 from ..state import State, get_state
 from .chart import legend, verdict_chart
 from .coverage import SCAN_LIMIT, summarize
@@ -341,9 +342,7 @@ def _inside(path: str, folder: str) -> bool:
 def scrub(message: str, state: State) -> str:
     """``message`` without the conversion token, should an error ever have echoed it."""
     token = state.settings.conversion_token
-    if token:
-        message = message.replace(token, "***")
-    return message
+    return redact(message, [token] if token else [], limit=1000)
 
 
 def _human(seconds: float | None) -> str:
