@@ -16,6 +16,7 @@ from werkzeug.test import TestResponse
 from dedupkit import DedupKit
 from dedupkit.outbox import EntryState, Outbox, SQLiteOutbox
 from dedupkit.outbox.base import LedgerEntry
+from dedupkit.redaction import REDACTED
 from dedupkit.state import get_state
 
 from ..conftest import CHROME_UA, TOKEN, AppFactory, kit_for, shopper_request
@@ -125,7 +126,7 @@ def test_shows_queued_and_dead_events_without_pii_or_token(make_app: AppFactory)
     text = response.get_data(as_text=True)
     assert checkout_id in text and "checkout-A-1001" in text
     assert "lead-77" in text
-    assert "Invalid parameter; token *** rejected" in text
+    assert f"Invalid parameter; token {REDACTED} rejected" in text
     # Counts, each beside what it means: one pending checkout, one dead lead.
     counts = {
         key: re.search(rf'<tr id="count-{key}">.*?<td class="num">(\d+)</td>', text, re.S)
