@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -100,15 +99,3 @@ def test_lower_floors_never_import_the_face(lower: str) -> None:
             seen.add(target)
             todo.append(target)
     assert "dedupkit.extension" not in seen
-
-
-def test_the_readme_layout_names_every_module() -> None:
-    readme = (PACKAGE.parent / "README.md").read_text("utf-8")
-    layout = readme[readme.index("## How the code is laid out") :]
-    named = set(re.findall(r"`([a-z_]+(?:\.py|/))`", layout))
-    files = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
-    files |= {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    files |= {p.name for p in (PACKAGE / "outbox").glob("*.py") if p.name != "__init__.py"}
-    testing = {p.name for p in (PACKAGE / "testing").glob("*.py")} - {"__init__.py", "__main__.py"}
-    assert files | testing <= named, sorted((files | testing) - named)
-    assert named <= files | testing, sorted(named - files - testing)
