@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text("utf-8")
 #: The ports the README prints.
 FAKE_PORT, SHOP_PORT = "8765", "5000"
+#: A setting ``python -m dedupkit.testing`` prints: ``api_base_url  http://…``.
+PRINTED = re.compile(r"^(api_base_url|pintrk_src|pixel_url|token|ad_account_id) +(\S+)$", re.M)
 
 
 def quickstart() -> str:
@@ -140,9 +142,18 @@ def test_the_quickstart_pairs_a_checkout_on_the_fake(tmp_path: Path, browser: An
     fake_block = on_ports(the_block("sh", "python -m dedupkit.testing"), fake_port, shop_port)
     shop_block = on_ports(the_block("sh", "DEDUPKIT_API_BASE_URL"), fake_port, shop_port)
     with shell(fake_block, tmp_path, tmp_path / "fake.log") as fake:
-        assert wait_until(lambda: answers(state_url), timeout=30), (
-            tmp_path / "fake.log"
-        ).read_text()
+        fake_log = tmp_path / "fake.log"
+        # Up, and done printing its settings (it prints them once it listens).
+        fake_ready = wait_until(
+            lambda: "Ctrl-C to stop." in fake_log.read_text() and answers(state_url), timeout=30
+        )
+        assert fake_ready, fake_log.read_text()
+        # The settings the reader pastes are the ones the fake printed when it started.
+        printed = dict(PRINTED.findall(fake_log.read_text()))
+        assert set(printed) == {"api_base_url", "pintrk_src", "pixel_url", "token", "ad_account_id"}
+        for name, value in printed.items():
+            key = "CONVERSION_TOKEN" if name == "token" else name.upper()
+            assert f"DEDUPKIT_{key}={value}" in shop_block
         with shell(shop_block, tmp_path, tmp_path / "shop.log") as shop:
             shop_url = f"http://127.0.0.1:{shop_port}/"
             started = wait_until(lambda: answers(shop_url) or shop.poll() is not None, timeout=30)

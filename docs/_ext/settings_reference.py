@@ -86,7 +86,7 @@ class SettingsReference(SphinxDirective):
             ]
         container = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, source=settings.__file__), container)
-        return container.children
+        return list(container.children)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
