@@ -134,3 +134,11 @@ def test_every_attribute_the_snippet_reads_is_documented() -> None:
     assert read, "the snippet's attribute reads were not found"
     table = section("Attributes", page("snippet"))
     assert {name for name in read if f"`data-{name}`" not in table} == set()
+
+
+def test_the_readme_links_to_files_that_exist() -> None:
+    links = set(re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README))
+    assert "docs/quickstart.md" in links
+    # The topic pages are written alongside the guide; the rest must be here.
+    missing = {link for link in links if not (ROOT / link).exists()}
+    assert {link for link in missing if not link.startswith("docs/topics/")} == set()
