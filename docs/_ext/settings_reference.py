@@ -52,18 +52,29 @@ def shown_default(value: Any) -> str:
     return repr(value)
 
 
+def summary(doc: str) -> str:
+    """The first sentence of ``doc``, on one line, fit for a table cell."""
+    text = " ".join(doc.split())
+    end = re.search(r"\.(\s|$)", text)
+    return (text[: end.start()] if end else text).replace("|", "\\|")
+
+
 class SettingsReference(SphinxDirective):
-    """``.. dedupkit-settings::`` — one ``confval`` per setting, in the order of the class."""
+    """``.. dedupkit-settings::`` — a summary table, then one ``confval`` per setting, in the
+    order of the class."""
 
     has_content = False
 
     def run(self) -> list[nodes.Node]:
         from dedupkit import settings
 
+        # Rebuilt when the settings or this extension change, not only the page.
         self.env.note_dependency(settings.__file__)
+        self.env.note_dependency(__file__)
         docs = field_docs()
         fields = {f.name: f for f in dataclasses.fields(settings.Settings)}
-        lines: list[str] = []
+        lines = ["| setting | default | meaning |", "| --- | --- | --- |"]
+        entries: list[str] = []
         for key, name in settings.KEYS.items():
             doc = docs.get(name)
             if not doc:
@@ -75,15 +86,22 @@ class SettingsReference(SphinxDirective):
                     location=(self.env.docname, self.lineno),
                 )
                 doc = "(undocumented)"
-            lines += [
+            default = shown_default(settings.DEFAULTS[key])
+            lines.append(
+                f"| {{confval}}`{settings.PREFIX}{key}` | `{default}` | {summary(doc)} |".replace(
+                    "``", "`"
+                )
+            )
+            entries += [
                 f":::{{confval}} {settings.PREFIX}{key}",
                 f":type: `{shown_type(fields[name].type)}`",
-                f":default: `{shown_default(settings.DEFAULTS[key])}`",
+                f":default: `{default}`",
                 "",
                 *doc.splitlines(),
                 ":::",
                 "",
             ]
+        lines += ["", *entries]
         container = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, source=settings.__file__), container)
         return list(container.children)
