@@ -77,8 +77,9 @@ class Settings:
     #: The numeric Pinterest Tag id. Without it ``dedupkit.head()`` renders no base code (a
     #: warning says so) and only the Conversions API reports events.
     tag_id: str | None = None
-    #: ``None``: on when the credentials are set. ``False``: nothing is sent on either channel
-    #: and no credentials are needed. ``True``: missing credentials are a start-up error.
+    #: Whether dedupkit sends anything. ``None``: on when the credentials are set. ``False``:
+    #: nothing is sent on either channel and no credentials are needed. ``True``: missing
+    #: credentials are a start-up error.
     enabled: bool | None = None
     #: Where Conversions API requests go (the fake's ``api_base_url`` in tests).
     api_base_url: str = DEFAULT_API_BASE_URL
@@ -133,8 +134,8 @@ class Settings:
     #: Send SHA-256 of Pinterest's ``_pin_unauth`` cookie as ``external_id``, as Pinterest's
     #: own Magento and Salesforce plugins do.
     hash_pin_unauth: bool = True
-    #: Skip crawlers and headless browsers. ``False`` counts headless test browsers too (an
-    #: app's own end-to-end tests).
+    #: Skip crawlers, HTTP libraries and headless browsers. ``False`` counts them too (an app's
+    #: own end-to-end tests).
     bot_filter: bool = True
     #: Removed (late web events sent as offline count twice): setting it is a start-up error;
     #: see ``flask dedupkit dead --replay --as-offline``.

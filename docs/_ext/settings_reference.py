@@ -55,7 +55,7 @@ def shown_default(value: Any) -> str:
 def summary(doc: str) -> str:
     """The first sentence of ``doc``, on one line, fit for a table cell."""
     text = " ".join(doc.split())
-    end = re.search(r"\.(\s|$)", text)
+    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
     return (text[: end.start()] if end else text).replace("|", "\\|")
 
 
