@@ -7,6 +7,7 @@ script in an empty folder; the others are checked as text (they need a shop, Str
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -95,3 +96,11 @@ def test_the_configuration_reference_documents_every_setting() -> None:
     documented = {name for name, doc in field_docs().items() if doc}
     assert set(KEYS.values()) - documented == set()
     assert "{dedupkit-settings}" in (DOCS / "configuration.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("package", ["dedupkit", "dedupkit.testing"])
+def test_the_api_reference_documents_every_public_name(package: str) -> None:
+    module = importlib.import_module(package)
+    api = (DOCS / "api.md").read_text("utf-8")
+    documented = set(re.findall(rf"^\.\. auto\w+:: {re.escape(package)}\.(\w+)$", api, re.M))
+    assert set(module.__all__) - documented == set()

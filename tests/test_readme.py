@@ -142,3 +142,12 @@ def test_the_readme_links_to_files_that_exist() -> None:
     # The topic pages are written alongside the guide; the rest must be here.
     missing = {link for link in links if not (ROOT / link).exists()}
     assert {link for link in missing if not link.startswith("docs/topics/")} == set()
+
+
+def test_make_test_builds_the_docs_with_warnings_as_errors() -> None:
+    makefile = (ROOT / "Makefile").read_text("utf-8")
+    test = re.search(r"^test: (.*)$", makefile, re.M)
+    assert test and "docs" in test.group(1).split()
+    docs = re.search(r"^docs: .*\n((?:\t.*\n)+)", makefile, re.M)
+    assert docs and "sphinx-build -W --keep-going" in docs.group(1)
+    assert "tests/test_docs.py" in docs.group(1)
