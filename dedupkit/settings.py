@@ -89,7 +89,7 @@ class Settings:
     pintrk_src: str = "https://s.pinimg.com/ct/core.js"
     #: Pinterest's image pixel, for ``<noscript>`` visitors (the fake's ``pixel_url`` in tests).
     pixel_url: str = "https://ct.pinterest.com/v3/"
-    #: The durable outbox. ``None``: ``sqlite:///<instance path>/dedupkit.sqlite3``;
+    #: The durable outbox. ``None``: a SQLite file in the app's instance folder;
     #: ``redis://host:port/db`` for several hosts (needs ``flask-dedupkit[redis]``).
     queue_url: str | None = None
     #: Prefix of every Redis key, so shops sharing a Redis never mix; ``None``:
