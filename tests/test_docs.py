@@ -8,11 +8,13 @@ script in an empty folder; the others are checked as text (they need a shop, Str
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -87,12 +89,17 @@ def test_every_python_block_of_the_readme_and_the_docs_is_ruff_clean(tmp_path: P
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
+def docs_extension(name: str) -> ModuleType:
+    """A module of ``docs/_ext`` (Sphinx puts that folder on its path, pytest does not)."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / "_ext" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_configuration_reference_documents_every_setting() -> None:
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from settings_reference import field_docs
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    field_docs = docs_extension("settings_reference").field_docs
     documented = {name for name, doc in field_docs().items() if doc}
     assert set(KEYS.values()) - documented == set()
     assert "{dedupkit-settings}" in (DOCS / "configuration.md").read_text("utf-8")

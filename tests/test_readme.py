@@ -1,6 +1,6 @@
 """The README and the guide as a newcomer follows them: install, placeholder, tests, make demo.
 
-The Quickstart itself runs in tests/test_quickstart.py; the docs' runnable examples, their
+The Quickstart itself runs in tests/e2e/test_quickstart.py; the docs' runnable examples, their
 formatting and the generated configuration reference in tests/test_docs.py.
 """
 
