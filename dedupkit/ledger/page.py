@@ -46,6 +46,8 @@ SKIP_REASONS = ("bot", "no_consent", "no_identity")
 SKIPS_LISTED = 20
 #: Characters of an event id shown before the ellipsis (the whole id is in the page).
 SHORT_ID_LENGTH = 14
+#: Recent events listed open (a newcomer's first checkouts) up to this many; collapsed beyond.
+OPEN_RECENT = 5
 #: The coverage windows the table switches between (``?window=``).
 WINDOWS = {"hour": "last hour", "day": "last day"}
 #: ``DEDUPKIT_DEBUG_UI`` strings (from the environment) that turn the dashboard on.
@@ -128,6 +130,7 @@ def debug() -> Response:
                 site_url=request.script_root + "/",
                 window=window,
                 request_window="window" in request.args,
+                open_recent=OPEN_RECENT,
                 windows=WINDOWS,
                 dimensions=DIMENSIONS,
                 percent=percent,

@@ -441,3 +441,14 @@ def test_sqlite_recent_survives_an_undecodable_payload(sqlite_box: SQLiteOutbox)
     assert entry.event_id == "broken"
     assert entry.user_fields == ()
     assert entry.has_click_id is False
+
+
+def test_a_newcomers_few_events_are_shown_open_and_many_are_collapsed(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(DEBUG_UI=True)
+    track_checkout(app, order_id="O-1")
+    assert '<details id="recent" open>' in page(app).get_data(as_text=True)
+    for n in range(2, 7):
+        track_checkout(app, order_id=f"O-{n}")
+    assert '<details id="recent">' in page(app).get_data(as_text=True)
