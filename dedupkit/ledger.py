@@ -14,7 +14,7 @@ from typing import Any
 from flask import Response, abort, jsonify, render_template, request
 
 from .chart import legend, verdict_chart
-from .coverage import DAY, SCAN_LIMIT, summarize
+from .coverage import DAY, SCAN_LIMIT, summarize, with_missing_tag_hint
 from .errors import OutboxError, UnknownEventName
 from .outbox.base import LedgerEntry, Skip
 from .settings import redacted_url
@@ -136,7 +136,7 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "queue": redacted_url(state.queue_url),
         "now": now,
         "test_mode": test_mode,
-        "headline": coverage["headline"],
+        "headline": with_missing_tag_hint(coverage["headline"], recent_day),
         "coverage": coverage,
         "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
         "field_names": FIELD_NAMES,

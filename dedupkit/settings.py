@@ -115,6 +115,9 @@ class Settings:
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
+    #: ``(request) -> str | None``: the response's Content-Security-Policy nonce, where no
+    #: extension puts it in ``request.csp_nonce`` (Flask-Talisman) or ``g.csp_nonce``.
+    csp_nonce: Callable[[Request], str | None] | None = field(default=None, compare=False)
     #: Beacons per client IP on ``POST {prefix}/events``, e.g. ``"300/minute"``; ``"off"``.
     rate_limit: str = "300/minute"
     #: CDN headers with the visitor's country and region (state), for LDP's ``country``/``st``.
@@ -273,6 +276,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         raise ConfigurationError(
             f"{name} must be a callable (request) -> True | False | None, got "
             f"{type(value).__name__}"
+        )
+    if key == "CSP_NONCE":
+        if value is None or callable(value):
+            return value
+        # A fixed string would be one nonce for every response: no protection at all.
+        raise ConfigurationError(
+            f"{name} must be a callable (request) -> str | None returning this response's "
+            f"nonce, got {type(value).__name__}"
         )
     if isinstance(default, bool):
         return _bool(name, value)

@@ -11,9 +11,9 @@
   if (queue.track) return;
   queue.track = function (name, data, options, id) {
     // Minted now so the page can use the id at once; without randomUUID, dedupkit.js mints it.
-    // A ticket carries its id: dedupkit.js reads it (false here, unless event_id repeats it).
+    // With a ticket and no event_id, dedupkit.js sends the ticket's own id instead.
     try {
-      id = (options = options || {}).event_id || !options.ticket && crypto.randomUUID();
+      id = options && options.event_id || crypto.randomUUID();
     } catch (error) {}
     queue.push([name, data, new Date, location.href, id, options]);
     return id;

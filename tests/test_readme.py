@@ -68,7 +68,10 @@ def test_the_configuration_table_lists_every_setting() -> None:
     table = section("Configuration")
     documented = {key for cell in re.findall(r"^\| ([^|]+) \|", table, re.M)
                   for key in re.findall(r"`([A-Z_]+)`", cell)}  # fmt: skip
-    assert set(KEYS) - documented == set()
+    # A setting of one integration may be in its documentation page's table instead.
+    pages = "\n".join(p.read_text("utf-8") for p in sorted((ROOT / "docs").rglob("*.md")))
+    elsewhere = set(re.findall(r"^\| `DEDUPKIT_([A-Z_]+)` \|", pages, re.M))
+    assert set(KEYS) - documented - elsewhere == set()
     assert documented - set(KEYS) == set()
 
 
