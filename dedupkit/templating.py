@@ -285,7 +285,12 @@ def warn_if_head_missing(response: Response) -> Response:
     names = g.get(_EVENTS_KEY)
     if not names or g.get(_HEAD_KEY):
         return response
-    if response.status_code != 200 or response.mimetype != "text/html" or response.is_streamed:
+    if (
+        response.status_code != 200
+        or response.mimetype != "text/html"
+        or response.is_streamed
+        or response.direct_passthrough  # send_file(): no page of ours, maybe a large file
+    ):
         return response
     body = response.get_data()
     if not _HEAD_TAG.search(body):
