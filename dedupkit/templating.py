@@ -111,7 +111,8 @@ class TemplateHelpers:
         page_visit = s.page_visit
         consent_cookie = s.consent_cookie
 
-        # Nothing here depends on the visitor: cached pages stay right for everyone.
+        # Nothing here depends on the visitor: cached pages stay right for everyone (a nonce
+        # is the response's, like the policy header that names it: never cache one alone).
         parts: list[str] = []
         if tag_id:
             code = (
