@@ -81,7 +81,7 @@ document.getElementById('pay').addEventListener('click', function () {
 PRODUCT = {"sku": "SKU-1", "name": "Trail boots", "price": "24.13"}
 
 
-class Customer(UserMixin):
+class Customer(UserMixin):  # type: ignore[misc]  # untyped base
     def __init__(self, username: str, email: str) -> None:
         self.id = username
         self.username = username
@@ -131,7 +131,7 @@ def create_app(
         )
     orders: dict[str, str | None] = {}
 
-    @logins.user_loader
+    @logins.user_loader  # type: ignore[untyped-decorator]
     def load_customer(username: str) -> Customer | None:
         return CUSTOMERS.get(username)
 
