@@ -23,8 +23,8 @@ from ..outbox.base import SKIPS_KEPT, EntryState, LedgerEntry, Skip
 from ..redaction import redact
 from ..state import State, get_state
 from .chart import legend, verdict_chart
-from .coverage import SCAN_LIMIT, summarize
-from .recovery import DIMENSIONS, WEEK, money_text, percent, skipped_sentence
+from .coverage import SCAN_LIMIT, summarize, with_missing_tag_hint
+from .recovery import DAY, DIMENSIONS, WEEK, money_text, percent, skipped_sentence, stored_at
 from .verdicts import (
     DEDUP_WINDOW,
     MEANINGS,
@@ -189,7 +189,10 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "now": now,
         "test_mode": test_mode,
         "status": status(coverage["value"]["day"], pause_data, stats.oldest_pending_age),
-        "headline": coverage["headline"],
+        # The day's sentence, asking for {{ dedupkit.head() }} when no page reported a tag.
+        "headline": with_missing_tag_hint(
+            coverage["headline"], (e for e in recent_week if stored_at(e) >= now - DAY)
+        ),
         "value": coverage["value"],
         "devices": coverage["devices"],
         "skipped_text": skipped_sentence(coverage["value"]["day"]["skipped"]),
