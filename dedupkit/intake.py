@@ -24,6 +24,7 @@ from .limits import check_capi_event
 from .state import State, Stored, get_state
 from .user_data import has_required_identity
 from .visitor import Consent, Visitor, read_visitor
+from .vocabulary import SkipReason
 
 logger = logging.getLogger("dedupkit")
 
@@ -43,14 +44,6 @@ class Outcome(enum.Enum):
     KEPT_IN_MEMORY = "kept_in_memory"
     #: ``DEDUPKIT_ENABLED`` is off: nothing is sent.
     DISABLED = "disabled"
-
-
-class SkipReason(str, enum.Enum):
-    NO_CONSENT = "no_consent"
-    BOT = "bot"
-    NO_IDENTITY = "no_identity"
-    #: The visitor sent a GPC signal and ``DEDUPKIT_GPC = "opt_out"``.
-    GPC_OPT_OUT = "gpc_opt_out"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from .ratelimit import limiter_for
 from .sender import BackgroundSender, Sender
 from .settings import Settings, redacted_url
 from .user_data import UserDataHasher
+from .vocabulary import SkipReason
 
 logger = logging.getLogger("dedupkit")
 
@@ -34,7 +35,7 @@ EXTENSION_KEY = "dedupkit"
 #: The longest a page waits for the outbox before its event is kept in memory instead.
 PUT_TIMEOUT = 0.05
 #: The skip reason that counts events dropped because the memory fallback was full.
-LOST_REASON = "lost_memory_full"
+LOST_REASON = SkipReason.LOST_MEMORY_FULL
 
 
 class Stored(enum.Enum):

@@ -9,7 +9,6 @@ dead-lettered; a claim whose lease ran out (its process died) can be claimed aga
 from __future__ import annotations
 
 import bisect
-import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from ..vocabulary import EventState
 from ..wire import encode_event
 
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
@@ -35,11 +35,8 @@ EVIDENCE_TTL = 7 * 24 * 3600.0
 DUPLICATE = "duplicate"
 
 
-class EntryState(enum.Enum):
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    DELIVERED = "delivered"
-    DEAD = "dead"
+#: The states of a stored event: :class:`dedupkit.vocabulary.EventState` (the one vocabulary).
+EntryState = EventState
 
 
 # Not slotted: ``payload`` caches what it decodes in the instance's dict.

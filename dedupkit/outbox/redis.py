@@ -323,7 +323,7 @@ local function row(out, id, state, score)
   local f = redis.call('HMGET', ARGV[1] .. id, unpack(FIELDS))
   if not f[1] or not (f[7] or f[8]) then return false end
   if state == 'live' then
-    state = redis.call('ZSCORE', KEYS[3], id) and 'in_flight' or 'pending'
+    state = redis.call('ZSCORE', KEYS[3], id) and 'sending' or 'pending'
   end
   if f[8] then f[7] = '' end
   out[#out + 1] = state
