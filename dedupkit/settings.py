@@ -128,8 +128,12 @@ class Settings:
         return bool(self.ad_account_id and self.conversion_token)
 
     def outbox_url(self, instance_path: str) -> str:
-        """The queue URL, with the default SQLite file in the app's instance folder."""
-        return self.queue_url or f"sqlite:///{instance_path}/dedupkit.sqlite3"
+        """The queue URL; by default a SQLite file of the ad account in the app's instance
+        folder (``dedupkit-<account>.sqlite3``), so that two shops never share one."""
+        if self.queue_url:
+            return self.queue_url
+        account = f"-{self.ad_account_id}" if self.ad_account_id else ""
+        return f"sqlite:///{instance_path}/dedupkit{account}.sqlite3"
 
     def outbox_namespace(self) -> str:
         """Redis key prefix: one per ad account, so shops sharing a Redis never mix."""

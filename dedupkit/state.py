@@ -69,6 +69,11 @@ class State:
         self.rate_limiter = limiter_for(settings.rate_limit)
 
     @property
+    def account(self) -> str | None:
+        """The ad account the outbox is bound to, ``None`` when none is configured."""
+        return str(self.settings.ad_account_id) if self.settings.ad_account_id else None
+
+    @property
     def enabled(self) -> bool:
         return bool(self.settings.enabled)
 
@@ -79,7 +84,9 @@ class State:
             with self._outbox_lock:
                 if self._outbox is None:
                     self._outbox = open_outbox(
-                        self.queue_url, namespace=self.settings.outbox_namespace()
+                        self.queue_url,
+                        namespace=self.settings.outbox_namespace(),
+                        account=self.account,
                     )
                     if self.enabled:
                         self.fallback.restore()

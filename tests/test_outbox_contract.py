@@ -138,11 +138,12 @@ def test_claim_gives_the_encoded_text_and_the_payload_exactly_as_enqueued(box: O
     assert claimed.attempts == 0
 
 
-def test_event_time_is_kept_only_when_the_payload_has_a_number(box: Outbox) -> None:
-    box.put({**event("e1"), "event_time": "soon"}, now=T0)
-    box.put({**event("e2"), "event_time": True}, now=T0 + 1)
+def test_every_stored_event_has_its_event_time_beside_it(box: Outbox) -> None:
+    for bad in ("soon", True, None):
+        with pytest.raises(ValueError, match="event_time"):
+            box.put({**event("e1"), "event_time": bad}, now=T0)
     box.put({**event("e3"), "event_time": T0 + 0.25}, now=T0 + 2)
-    assert [c.event_time for c in box.claim(10, now=T0 + 2)] == [None, None, T0 + 0.25]
+    assert [c.event_time for c in box.claim(10, now=T0 + 2)] == [T0 + 0.25]
 
 
 def test_claim_takes_the_oldest_due_entries_up_to_the_limit(box: Outbox) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from ..errors import ConfigurationError
 from ..vocabulary import EventState
 from ..wire import encode_event
 
@@ -97,6 +98,8 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     name, event_id = payload.get("event_name"), payload.get("event_id")
     if not isinstance(name, str) or not isinstance(event_id, str):
         raise ValueError("an outbox payload needs a string 'event_name' and 'event_id'")
+    if event_time_of(payload) is None:
+        raise ValueError("an outbox payload needs a numeric 'event_time'")
     try:
         text = encode_event(payload)
         # Lone surrogates pass json but not UTF-8: refuse them here, the same for every backend.
@@ -104,6 +107,16 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the outbox payload cannot be stored as UTF-8 JSON: {exc}") from None
     return name, event_id, text
+
+
+def foreign_outbox(where: str, recorded: str, account: str) -> ConfigurationError:
+    """The start-up error of a process whose ad account is not the one its outbox belongs to."""
+    return ConfigurationError(
+        f"the dedupkit outbox {where} belongs to ad account {recorded}, but this app is "
+        f"configured for ad account {account} (DEDUPKIT_AD_ACCOUNT_ID): one outbox serves "
+        "one shop. Give this app its own DEDUPKIT_QUEUE_URL (or DEDUPKIT_QUEUE_NAMESPACE for "
+        "Redis), or correct DEDUPKIT_AD_ACCOUNT_ID"
+    )
 
 
 def as_offline_text(raw: str) -> str:

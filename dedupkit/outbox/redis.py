@@ -71,6 +71,7 @@ from .base import (
     OutboxStats,
     Pause,
     Skip,
+    foreign_outbox,
     as_offline_text,
     event_time_of,
     ledger_entry,
@@ -88,6 +89,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["RedisOutbox"]
 
+#: The schema this version writes under ``{ns}:schema``; a namespace with a higher one was
+#: written by a newer dedupkit and is refused.
+SCHEMA_VERSION = 1
 #: How long ``(event_name, event_id)`` stays taken: Pinterest rejects events older than this.
 IDEMPOTENCY_TTL = 7 * 24 * 3600
 #: How many recent delivery errors :meth:`RedisOutbox.stats` reports.
@@ -115,7 +119,7 @@ local id
 repeat id = redis.call('INCR', KEYS[2]) until redis.call('EXISTS', ARGV[1] .. id) == 0
 redis.call('HSET', ARGV[1] .. id, 'payload', ARGV[2], 'name', ARGV[3], 'event_id', ARGV[4],
            'created', ARGV[5], 'attempts', 0, 'claims', 0, 'event_time', ARGV[7],
-           'fields', ARGV[8], 'value', ARGV[9], 'currency', ARGV[10])
+           'fields', ARGV[8], 'value', ARGV[9], 'currency', ARGV[10], 'account', ARGV[13])
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('ZADD', KEYS[4], ARGV[5], id)
 redis.call('ZADD', KEYS[6], ARGV[5], id)
@@ -134,6 +138,12 @@ local function take(id)
   local key = ARGV[1] .. id
   redis.call('ZREM', KEYS[1], id)
   local payload = redis.call('HGET', key, 'payload')
+  local owner = redis.call('HGET', key, 'account')
+  if payload and ARGV[5] ~= '' and owner ~= ARGV[5] then
+    -- Another shop's event: never this sender's to send (see bind, which refuses the mix).
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    return
+  end
   if not payload then
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
@@ -145,8 +155,7 @@ local function take(id)
   out[#out + 1] = id .. ':' .. claim
   out[#out + 1] = f[1]
   out[#out + 1] = payload
-  -- Entries stored before event_time was kept have none.
-  out[#out + 1] = f[2] or ''
+  out[#out + 1] = f[2]
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do take(id) end
@@ -173,7 +182,7 @@ for i = 8, #ARGV do
     redis.call('ZREM', KEYS[4], id)
     local key = ARGV[1] .. id
     local f = redis.call('HMGET', key, 'event_time', 'created')
-    local born = tonumber(f[1] or '') or tonumber(f[2] or '') or now
+    local born = tonumber(f[1])
     local lag = math.max(0, now - born)
     local bucket = #bounds
     for j = 1, #bounds do
@@ -402,6 +411,22 @@ end
 return 1
 """
 
+# KEYS: schema, account. ARGV: this version's schema, this process's account ('' for none).
+_BIND = """
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if version > tonumber(ARGV[1]) then return {'newer', tostring(version)} end
+if version == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then
+  local owner = redis.call('GET', KEYS[2])
+  if not owner then
+    redis.call('SET', KEYS[2], ARGV[2])
+    owner = ARGV[2]
+  end
+  if owner ~= ARGV[2] then return {'foreign', owner} end
+end
+return {'ok', ''}
+"""
+
 _RAISE_PAUSE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tonumber(ARGV[1]) > current then
@@ -487,11 +512,22 @@ class RedisOutbox:
     :param namespace: prefix of every key, to share one Redis database between shops.
     :param client: a ready :class:`redis.Redis` to use instead of connecting to ``url``; it is
         not closed by :meth:`close`, and ``url`` only names it in error messages.
+    :param account: the ad account this process sends for: recorded under ``{ns}:account``
+        at first use, checked against the one recorded (a
+        :class:`~dedupkit.errors.ConfigurationError` when it differs), stamped on every
+        stored event, and the only account whose events :meth:`claim` returns. ``None``
+        binds nothing. The schema version is kept under ``{ns}:schema``: a namespace written
+        by a newer dedupkit is refused.
     :raises ConfigurationError: ``url`` is not a Redis URL.
     """
 
     def __init__(
-        self, url: str, *, namespace: str = "dedupkit", client: redis.Redis | None = None
+        self,
+        url: str,
+        *,
+        namespace: str = "dedupkit",
+        client: redis.Redis | None = None,
+        account: str | None = None,
     ) -> None:
         try:
             parts = urlsplit(url)
@@ -518,6 +554,11 @@ class RedisOutbox:
                 *("delivered", "born", "lag", "skips", "tags", "tags_at"),
             )
         }
+        self._keys["schema"] = self._prefix + "schema"
+        self._keys["account"] = self._prefix + "account"
+        self.account = account
+        self._bound = False
+        self._bind_lock = threading.Lock()
         self._keys["pause"] = self._prefix + "pause"
         self._keys["pause_info"] = self._prefix + "pause_info"
         #: (pid, timeout, client) of the client with short timeouts for timed puts.
@@ -534,6 +575,7 @@ class RedisOutbox:
         self._recent = register(_RECENT)
         self._since = register(_SINCE)
         self._tag = register(_TAG)
+        self._bind_script = register(_BIND)
 
     def __repr__(self) -> str:
         return f"<RedisOutbox {self.location} namespace={self._namespace!r}>"
@@ -558,7 +600,35 @@ class RedisOutbox:
                     if self._owns_client:
                         self._client = self._connect()
                     self._pid = os.getpid()
+        if not self._bound:
+            self._bind()
         return self._client
+
+    def _bind(self) -> None:
+        """Check the namespace's schema version and owner once, recording them if new."""
+        with self._bind_lock:
+            if self._bound:
+                return
+            keys = [self._keys["schema"], self._keys["account"]]
+            with self._failing("open the outbox"):
+                found = self._bind_script(
+                    keys=keys, args=[SCHEMA_VERSION, self.account or ""], client=self._client
+                )
+            verdict, value = (_text(v) for v in found)
+            if verdict == "newer":
+                raise OutboxError(
+                    f"the dedupkit outbox at {self.location} namespace {self._namespace!r} was "
+                    f"written by a newer dedupkit (schema version {value}; this one knows "
+                    f"{SCHEMA_VERSION}): upgrade dedupkit, or use another "
+                    "DEDUPKIT_QUEUE_NAMESPACE"
+                )
+            if verdict == "foreign":
+                raise foreign_outbox(
+                    f"at {self.location} (namespace {self._namespace!r})",
+                    value,
+                    str(self.account),
+                )
+            self._bound = True
 
     def _redact(self, message: str) -> str:
         for secret in self._secrets:
@@ -631,7 +701,7 @@ class RedisOutbox:
         args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
         args.append("" if event_time is None else repr(event_time))
         args += [fields, "" if value is None else repr(value), currency or ""]
-        args += [_score(now - BORN_TTL, "now"), BORN_KEPT]
+        args += [_score(now - BORN_TTL, "now"), BORN_KEPT, self.account or ""]
         client = None if timeout is None else self._timed_client(timeout)
         return bool(self._run(self._put, "store an event", keys, args, client))
 
@@ -642,6 +712,7 @@ class RedisOutbox:
         now = time.time() if now is None else now
         keys = [self._keys["due"], self._keys["created"], self._keys["lease"]]
         args = [self._entry, _score(now, "now"), _score(now + lease, "lease"), limit]
+        args.append(self.account or "")
         flat = self._run(self._claim, "claim events", keys, args)
         return [
             Claimed(
