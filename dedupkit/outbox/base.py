@@ -34,6 +34,10 @@ EVIDENCE_KEPT = 100_000
 EVIDENCE_TTL = 7 * 24 * 3600.0
 #: The outcome counter of puts that found their ``(event_name, event_id)`` already stored.
 DUPLICATE = "duplicate"
+#: The outcomes counted for ever in :attr:`OutboxStats.totals`, shared by every process: events
+#: stored, delivered, dead-lettered, replayed from the dead letters, and duplicate puts. They
+#: only go up: pruning delivered entries or replaying dead letters lowers none of them.
+TOTALS = ("queued", "delivered", "dead", "replayed", DUPLICATE)
 
 
 #: The states of a stored event: :class:`dedupkit.vocabulary.EventState` (the one vocabulary).
@@ -201,6 +205,8 @@ class OutboxStats:
     lag_counts: Sequence[int] = ()
     #: The sum of those lags, in seconds.
     lag_sum: float = 0.0
+    #: Monotonic counts of each of :data:`TOTALS`, ever (missing ones are 0).
+    totals: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,11 +313,20 @@ class Outbox(Protocol):
     """
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
         """Store an event as :func:`~dedupkit.wire.encode_event`'s text; ``False`` if
         ``(event_name, event_id)`` was already stored (counted in
-        :attr:`OutboxStats.duplicates`).
+        :attr:`OutboxStats.duplicates`). A stored event counts as ``queued`` in
+        :attr:`OutboxStats.totals`.
+
+        With ``tag`` the event's tag evidence (see :meth:`record_tag`) is stored in the same
+        write: a beacon's outcome is one write, whole or not at all.
 
         With ``timeout`` the call waits at most about that many seconds for a lock or a slow
         store, then raises :class:`~dedupkit.errors.OutboxError` (for the request path, which
@@ -370,17 +385,30 @@ class Outbox(Protocol):
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count an event that was deliberately not enqueued; with its name and id it is also
-        remembered among the last :data:`SKIPS_KEPT` (see :meth:`recent_skips`)."""
+        """Count ``count`` events that were deliberately not enqueued (or lost: see
+        :class:`~dedupkit.vocabulary.SkipReason`); with a name and id the event is also
+        remembered among the last :data:`SKIPS_KEPT` (see :meth:`recent_skips`), and with
+        ``tag`` its tag evidence is stored, all in one write. ``timeout`` bounds the write
+        as in :meth:`put`."""
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
         """Up to ``limit`` of the skipped events recorded with a name and id, newest first."""
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
-        """Remember whether the browser made the tag call for ``(event_name, event_id)``.
+        """Remember whether the browser made the tag call for ``(event_name, event_id)``;
+        ``timeout`` bounds the write as in :meth:`put`.
 
         Evidence may come before the entry, or for an entry never stored. ``fired`` once stays
         fired (a blocked reload does not undo it). Bounded: the oldest evidence goes beyond

@@ -59,11 +59,13 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, OutboxError
 from .base import (
+    DUPLICATE,
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
+    TOTALS,
     Claimed,
     DeadLetter,
     EntryState,
@@ -71,9 +73,9 @@ from .base import (
     OutboxStats,
     Pause,
     Skip,
-    foreign_outbox,
     as_offline_text,
     event_time_of,
+    foreign_outbox,
     ledger_entry,
     stored_entry,
     summary_of,
@@ -126,6 +128,7 @@ redis.call('ZADD', KEYS[6], ARGV[5], id)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[11])
 local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[12])
 if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1) end
+redis.call('HINCRBY', KEYS[5], 'queued', 1)
 -- Last, so that a failure above never leaves the key taken without a queued entry.
 redis.call('SET', KEYS[1], id, 'EX', ARGV[6])
 return 1
@@ -259,7 +262,10 @@ for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
-if #ids > 0 then log_error(ARGV[4]) end
+if #ids > 0 then
+  log_error(ARGV[4])
+  redis.call('HINCRBY', KEYS[5], 'dead', #ids)
+end
 return #ids
 """
 )
@@ -292,6 +298,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
+if n > 0 then redis.call('HINCRBY', KEYS[4], 'replayed', n) end
 return n
 """
 
@@ -681,7 +688,12 @@ class RedisOutbox:
         return json.dumps([when, message[:MAX_ERROR_LENGTH]])
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
         """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
 
@@ -698,12 +710,26 @@ class RedisOutbox:
         keys += [self._keys["due"], self._keys["created"], self._keys["stats"], self._keys["born"]]
         event_time = event_time_of(payload)
         fields, value, currency = summary_of(payload)
-        args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
+        args: list[Any] = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
         args.append("" if event_time is None else repr(event_time))
         args += [fields, "" if value is None else repr(value), currency or ""]
         args += [_score(now - BORN_TTL, "now"), BORN_KEPT, self.account or ""]
-        client = None if timeout is None else self._timed_client(timeout)
-        return bool(self._run(self._put, "store an event", keys, args, client))
+        client = self._redis() if timeout is None else self._timed_client(timeout)
+        if tag is None:
+            return bool(self._run(self._put, "store an event", keys, args, client))
+        # One MULTI/EXEC: the event and its tag evidence are one write, whole or not at all.
+        with self._failing("store an event"):
+            pipe = client.pipeline(transaction=True)
+            self._put(keys=keys, args=args, client=pipe)
+            self._queue_tag(pipe, name, event_id, tag, now)
+            stored, _ = pipe.execute()
+        return bool(stored)
+
+    def _queue_tag(self, client: Any, name: str, event_id: str, fired: bool, now: float) -> Any:
+        keys = [self._keys["tags"], self._keys["tags_at"]]
+        args = [f"{name}\n{event_id}", "1" if fired else "0", _score(now, "now")]
+        args += [_score(now - EVIDENCE_TTL, "now"), str(EVIDENCE_KEPT)]
+        return self._tag(keys=keys, args=args, client=client)
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
@@ -754,7 +780,7 @@ class RedisOutbox:
         pairs = _claim_ids(ids)
         if pairs:
             now = time.time() if now is None else now
-            keys = [self._keys[k] for k in ("lease", "dead", "created", "errors")]
+            keys = [self._keys[k] for k in ("lease", "dead", "created", "errors", "stats")]
             args = [self._entry, _score(now, "now"), reason[:MAX_ERROR_LENGTH]]
             args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), str(int(sent)), *pairs]
             self._run(self._dead, "dead-letter events", keys, args)
@@ -806,15 +832,22 @@ class RedisOutbox:
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count a skipped event; with its name or id, remember it among the last few."""
+        """Count a skipped event (and store its tag evidence) in one MULTI/EXEC; with its
+        name or id, remember it among the last few."""
+        when = time.time() if now is None else now
+        client = self._redis() if timeout is None else self._timed_client(timeout)
         with self._failing("count a skipped event"):
-            pipe = self._redis().pipeline(transaction=True)
-            pipe.hincrby(self._keys["skipped"], reason, 1)
+            pipe = client.pipeline(transaction=True)
+            pipe.hincrby(self._keys["skipped"], reason, count)
             if event_name is not None or event_id is not None:
-                when = time.time() if now is None else now
                 pipe.lpush(self._keys["skips"], json.dumps([when, reason, event_name, event_id]))
                 pipe.ltrim(self._keys["skips"], 0, SKIPS_KEPT - 1)
+            if tag is not None and event_name is not None and event_id is not None:
+                self._queue_tag(pipe, event_name, event_id, tag, when)
             pipe.execute()
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
@@ -830,15 +863,20 @@ class RedisOutbox:
         return skips
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Remember the tag evidence of one event; past ``EVIDENCE_KEPT`` records, or after
         ``EVIDENCE_TTL``, the oldest go."""
         now = time.time() if now is None else now
-        keys = [self._keys["tags"], self._keys["tags_at"]]
-        args = [f"{event_name}\n{event_id}", "1" if fired else "0", _score(now, "now")]
-        args += [_score(now - EVIDENCE_TTL, "now"), str(EVIDENCE_KEPT)]
-        self._run(self._tag, "store tag evidence", keys, args)
+        client = self._redis() if timeout is None else self._timed_client(timeout)
+        with self._failing("store tag evidence"):
+            self._queue_tag(client, event_name, event_id, fired, now)
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = time.time() if now is None else now
@@ -852,9 +890,12 @@ class RedisOutbox:
             pipe.zrange(k["created"], 0, 0, withscores=True)
             pipe.hgetall(k["skipped"])
             pipe.lrange(k["errors"], 0, LAST_ERRORS_KEPT - 1)
-            pipe.hget(k["stats"], "duplicate")
+            pipe.hgetall(k["stats"])
             pipe.hgetall(k["lag"])
-            pending, in_flight, delivered, dead, oldest, skipped, errors, dups, lag = pipe.execute()
+            pending, in_flight, delivered, dead, oldest, skipped, errors, counts, lag = (
+                pipe.execute()
+            )
+        totals = {_text(key): int(value) for key, value in counts.items()}
         lags = {_text(key): _text(value) for key, value in lag.items()}
         last_errors = [(float(w), str(m)) for w, m in (json.loads(e) for e in errors)]
         return OutboxStats(
@@ -865,9 +906,10 @@ class RedisOutbox:
             oldest_pending_age=max(0.0, now - float(oldest[0][1])) if oldest else None,
             skipped={_text(r): int(n) for r, n in skipped.items()},
             last_errors=last_errors,
-            duplicates=int(dups or 0),
+            duplicates=totals.get(DUPLICATE, 0),
             lag_counts=[int(lags.get(str(i), 0)) for i in range(len(LAG_BUCKETS) + 1)],
             lag_sum=float(lags.get("sum", 0.0)),
+            totals={outcome: totals.get(outcome, 0) for outcome in TOTALS},
         )
 
     def dead_letters(
@@ -947,7 +989,7 @@ class RedisOutbox:
         if ids is not None and not entries:
             return 0
         now_score = _score(time.time() if now is None else now, "now")
-        keys = [self._keys[k] for k in ("due", "created", "dead")]
+        keys = [self._keys[k] for k in ("due", "created", "dead", "stats")]
         if not as_offline:
             args = [self._entry, now_score, *(["all"] if ids is None else ["ids", *entries])]
             return int(self._run(self._replay, "replay dead letters", keys, args))

@@ -17,19 +17,19 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import OutboxError
 from .base import (
     DUPLICATE,
-    foreign_outbox,
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
+    TOTALS,
     Claimed,
     DeadLetter,
     EntryState,
@@ -39,6 +39,7 @@ from .base import (
     Skip,
     as_offline_text,
     event_time_of,
+    foreign_outbox,
     lag_bucket,
     ledger_entry,
     stored_entry,
@@ -49,6 +50,8 @@ from .sqlite_pool import MAX_IDLE, ConnectionPool
 #: The schema this version writes (``PRAGMA user_version``); a file with a higher one was
 #: written by a newer dedupkit and is refused. The first migration will read a lower one.
 SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
 
 #: How many recent delivery errors :meth:`SQLiteOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
@@ -215,8 +218,9 @@ _SKIP_PREFIX = "skipped:"
 _DUPLICATES = "count:" + DUPLICATE
 # The delivery-lag histogram: ``lag:<bucket index>`` counts and ``lag_sum``.
 _LAG_PREFIX = "lag:"
+_TOTAL_PREFIX = "count:"
 _COUNTERS = (
-    "SELECT key, value FROM meta WHERE key LIKE 'lag:%' OR key IN ('lag_sum', 'count:duplicate')"
+    "SELECT key, value FROM meta WHERE key LIKE 'lag:%' OR key LIKE 'count:%' OR key = 'lag_sum'"
 )
 
 # What to check, by the words of SQLite's message.
@@ -282,9 +286,15 @@ class SQLiteOutbox:
         return f"<SQLiteOutbox {self.path!r}>"
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
-        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+        """Store an event (and its tag evidence) in one transaction; ``False`` if
+        ``(event_name, event_id)`` was already stored.
 
         :param timeout: wait at most this many seconds (instead of ``busy_timeout``) for
             another connection's write lock, then raise :class:`OutboxError`.
@@ -296,19 +306,38 @@ class SQLiteOutbox:
         event_time = event_time_of(payload)
         summary = summary_of(payload)
         params = (name, event_id, data, event_time, now, now, now, *summary, self.account or "")
+
+        def write(conn: sqlite3.Connection) -> bool:
+            stored = _insert(conn, params)
+            if tag is not None:
+                _store_tag(conn, name, event_id, tag, now)
+            return stored
+
+        return self._write("store an event in", write, timeout)
+
+    def _write(
+        self,
+        action: str,
+        write: Callable[[sqlite3.Connection], _T],
+        timeout: float | None,
+        *,
+        whole: bool = True,
+    ) -> _T:
+        """Run ``write`` (in one ``BEGIN IMMEDIATE`` transaction when ``whole``), waiting at
+        most ``timeout`` seconds for another connection's write lock when it is given."""
         if timeout is None:
-            with self._errors("store an event in"), self._lend() as conn:
-                return _insert(conn, params)
+            with self._errors(action), self._lend() as conn:
+                return _run_write(conn, write, whole)
         # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms between tries and misses the
         # short gaps between a sender's write transactions; polling every half millisecond
         # takes the first gap, so a page waits about one transaction, not 40 ms.
         deadline = time.monotonic() + timeout
-        with self._errors("store an event in"), self._lend(0.0) as conn:
+        with self._errors(action), self._lend(0.0) as conn:
             while True:
                 try:
-                    return _insert(conn, params)
+                    return _run_write(conn, write, whole)
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc):
+                    if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
                     if time.monotonic() >= deadline:
                         raise OutboxError(
@@ -364,7 +393,8 @@ class SQLiteOutbox:
                         total += lag
                 if lags:
                     counts = [(f"{_LAG_PREFIX}{index}", n) for index, n in lags.items()]
-                    conn.executemany(_COUNT, [*counts, ("lag_sum", total)])
+                    delivered = (_TOTAL_PREFIX + "delivered", sum(lags.values()))
+                    conn.executemany(_COUNT, [*counts, ("lag_sum", total), delivered])
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
@@ -392,6 +422,7 @@ class SQLiteOutbox:
                 _DEAD_LETTER, [(reason, now, int(sent), row, claim) for row, claim in claims]
             )
             if cursor.rowcount > 0:
+                conn.execute(_COUNT, (_TOTAL_PREFIX + "dead", cursor.rowcount))
                 self._log_error(conn, now, reason)
 
     def pause_until(self) -> float:
@@ -433,13 +464,23 @@ class SQLiteOutbox:
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count a skipped event; with its name or id, remember it among the last few."""
-        with self._errors("count a skipped event in"), self._transaction() as conn:
-            conn.execute(_COUNT, (_SKIP_PREFIX + reason, 1))
+        """Count a skipped event (and store its tag evidence) in one transaction; with its
+        name or id, remember it among the last few."""
+        when = _now(now)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_COUNT, (_SKIP_PREFIX + reason, count))
             if event_name is not None or event_id is not None:
-                conn.execute(_SKIP, (_now(now), reason, event_name, event_id))
+                conn.execute(_SKIP, (when, reason, event_name, event_id))
                 conn.execute(_TRIM_SKIPS, (SKIPS_KEPT,))
+            if tag is not None and event_name is not None and event_id is not None:
+                _store_tag(conn, event_name, event_id, tag, when)
+
+        self._write("count a skipped event in", write, timeout)
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
         """The skipped events recorded with a name or id, newest first."""
@@ -450,12 +491,21 @@ class SQLiteOutbox:
         return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Remember the tag evidence of one event; the oldest go past ``EVIDENCE_KEPT``."""
-        with self._errors("store tag evidence in"), self._transaction() as conn:
-            conn.execute(_TAG, (event_name, event_id, int(fired), _now(now)))
-            conn.execute(_TRIM_EVIDENCE, (EVIDENCE_KEPT,))
+        when = _now(now)
+
+        def write(conn: sqlite3.Connection) -> None:
+            _store_tag(conn, event_name, event_id, fired, when)
+
+        self._write("store tag evidence in", write, timeout)
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = _now(now)
@@ -485,6 +535,7 @@ class SQLiteOutbox:
                 int(counters.get(f"{_LAG_PREFIX}{i}") or 0) for i in range(len(LAG_BUCKETS) + 1)
             ],
             lag_sum=float(counters.get("lag_sum") or 0.0),
+            totals={outcome: int(counters.get(_TOTAL_PREFIX + outcome) or 0) for outcome in TOTALS},
         )
 
     def dead_letters(
@@ -546,7 +597,9 @@ class SQLiteOutbox:
         with self._errors("replay the dead letters of"), self._transaction() as conn:
             if not as_offline:
                 if rows is None:
-                    return conn.execute(_REPLAY, {"now": now, "payload": None}).rowcount
+                    return _count_replayed(
+                        conn, conn.execute(_REPLAY, {"now": now, "payload": None})
+                    )
                 params: list[dict[str, Any]] = [
                     {"now": now, "payload": None, "id": row} for row in rows
                 ]
@@ -565,7 +618,7 @@ class SQLiteOutbox:
                 ]
             if not params:
                 return 0
-            return conn.executemany(_REPLAY + " AND id = :id", params).rowcount
+            return _count_replayed(conn, conn.executemany(_REPLAY + " AND id = :id", params))
 
     def prune(self, older_than: float, *, now: float | None = None) -> int:
         """Delete delivered entries acknowledged more than ``older_than`` seconds ago.
@@ -762,11 +815,40 @@ def _bind(conn: sqlite3.Connection, path: str, account: str) -> None:
 
 
 def _insert(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
-    """Store one entry; count a duplicate instead. ``True`` when it was stored."""
+    """Store one entry and count it; count a duplicate instead. ``True`` when it was stored."""
     if conn.execute(_PUT, params).rowcount > 0:
+        conn.execute(_COUNT, (_TOTAL_PREFIX + "queued", 1))
         return True
     conn.execute(_COUNT, (_DUPLICATES, 1))
     return False
+
+
+def _count_replayed(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> int:
+    if cursor.rowcount > 0:
+        conn.execute(_COUNT, (_TOTAL_PREFIX + "replayed", cursor.rowcount))
+    return cursor.rowcount
+
+
+def _store_tag(conn: sqlite3.Connection, name: str, event_id: str, fired: bool, at: float) -> None:
+    conn.execute(_TAG, (name, event_id, int(fired), at))
+    conn.execute(_TRIM_EVIDENCE, (EVIDENCE_KEPT,))
+
+
+def _run_write(
+    conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], _T], whole: bool
+) -> _T:
+    """``write(conn)``, in one ``BEGIN IMMEDIATE`` transaction when ``whole``."""
+    if not whole:
+        return write(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = write(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
 
 
 def _millis(seconds: float) -> int:
