@@ -20,7 +20,7 @@ from . import metrics
 from .assets import snippet
 from .beacon import parse_beacon
 from .errors import EventNotAllowed, InvalidEvent
-from .evidence import is_evidence, record_evidence, record_tag_flag
+from .evidence import is_evidence, record_evidence, tag_flag
 from .intake import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from .ledger import debug as ledger_view
 from .page_url import MAX_INPUT_LENGTH
@@ -103,7 +103,6 @@ def events() -> Response:
         _reject(403, str(exc))
     except InvalidEvent as exc:
         _reject(400, str(exc))
-    record_tag_flag(state, recorded.event.capi_name, recorded.event.event_id, body.get("tag"))
     if submission.ticket is not None and recorded.outcome is Outcome.DUPLICATE:
         # One ticket, one conversion: a replay is refused, and nothing more was queued.
         _reject(409, f"ticket already used: event {recorded.event.event_id!r} is recorded once")
@@ -138,6 +137,7 @@ def _submission(body: dict[str, Any], state: State) -> Submission:
         page_consent=body.get("consent") in (1, True),
         ticket=ticket,
         page_gpc=body.get("gpc") in (1, True),
+        tag=tag_flag(body.get("tag")),
     )
 
 

@@ -73,6 +73,11 @@ class Submission:
     :param page_consent: the page granted consent (a drop-in page on another site).
     :param ticket: the server's signed permission for an event outside ``BROWSER_EVENTS``.
     :param page_gpc: the page reported ``navigator.globalPrivacyControl``.
+    :param tag: a beacon's tag flag (see :func:`dedupkit.evidence.tag_flag`), stored in the
+        same write as the event's outcome.
+    :param must_store: no page waits on this event (a webhook, a worker): when it can be
+        neither stored nor kept in memory, :func:`record` raises
+        :class:`~dedupkit.errors.OutboxError` so that the caller can retry.
     """
 
     name: str
@@ -86,6 +91,8 @@ class Submission:
     page_consent: bool = False
     ticket: str | None = None
     page_gpc: bool = False
+    tag: bool | None = None
+    must_store: bool = False
 
 
 def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
@@ -98,6 +105,8 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         forged, expired or signed for another event (any event that carries one).
     :raises InvalidEvent: for malformed data, naming the field; outside a request also for
         an event without the identity Pinterest needs.
+    :raises OutboxError: with ``submission.must_store``, when the event could be neither
+        stored nor kept.
     """
     name = state.names.resolve(submission.name)
     if (
@@ -145,12 +154,14 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         else _skip_reason(state, event, visitor, submission.page_consent)
     )
     if reason is not None:
-        state.record_skip(reason.value, event_name=event.capi_name, event_id=event.event_id)
+        state.record_skip(
+            reason, event_name=event.capi_name, event_id=event.event_id, tag=submission.tag
+        )
         return Recorded(event, Outcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
-    stored = state.store(payload)
+    stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
     return Recorded(event, _OUTCOMES[stored])
 
 

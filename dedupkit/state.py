@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +19,8 @@ from . import tickets
 from .client import CapiClient
 from .errors import OutboxError
 from .event_names import EventNames
-from .fallback import Fallback
+from .fallback import Fallback, spill_on_sigterm
+from .fallback_records import Record, event_record, evidence_record, skip_record, write_record
 from .outbox import Outbox, open_outbox
 from .ratelimit import limiter_for
 from .sender import BackgroundSender, Sender
@@ -59,11 +59,15 @@ class State:
         self.queue_url = settings.outbox_url(app.instance_path)
         self._outbox: Outbox | None = None
         self._outbox_lock = threading.Lock()
+        account = f"-{self.account}" if self.account else ""
         self.fallback = Fallback(
-            self._put_patiently,
-            spill_path=os.path.join(app.instance_path, "dedupkit-fallback.jsonl"),
+            self._write_patiently,
+            spill_dir=app.instance_path,
+            spill_name=f"dedupkit-fallback{account}",
             on_lost=self._count_lost,
         )
+        if self.enabled:
+            spill_on_sigterm()
         self.background = BackgroundSender(self.make_sender, flush_interval=settings.flush_interval)
         #: The per-client limit of the public events endpoint, ``None`` when off.
         self.rate_limiter = limiter_for(settings.rate_limit)
@@ -131,25 +135,47 @@ class State:
         if self.enabled and self.settings.background_sender:
             self.background.ensure_started()
 
-    def store(self, payload: Mapping[str, Any]) -> Stored:
-        """Queue one CAPI event without ever holding the page for long.
+    def store(
+        self, payload: Mapping[str, Any], *, tag: bool | None = None, must_keep: bool = False
+    ) -> Stored:
+        """Queue one CAPI event (with a beacon's tag flag) in one write, without ever holding
+        the page for long.
 
         The outbox gets :data:`PUT_TIMEOUT`; if it fails or is locked the event waits in
         memory and is written by the fallback's own thread as soon as the outbox works.
+
+        :param must_keep: no page is waiting (a webhook, a worker): when the memory is full
+            too, raise rather than drop the oldest event held.
+        :raises OutboxError: with ``must_keep``, when the event could be neither stored nor
+            kept.
         """
-        try:
-            queued = self.outbox.put(payload, timeout=PUT_TIMEOUT)
-        except OutboxError as exc:
-            logger.warning(
-                "could not write to the dedupkit outbox %s (%s); keeping the event in memory",
-                redacted_url(self.queue_url),
-                exc,
-            )
-            self.fallback.keep(payload)
+        record = event_record(payload, tag)
+        queued = self._write_now(record, must_keep)
+        if queued is None:
             return Stored.KEPT_IN_MEMORY
         if queued:
             self._deliver_soon()
         return Stored.QUEUED if queued else Stored.DUPLICATE
+
+    def _write_now(self, record: Record, must_keep: bool) -> bool | None:
+        """Write ``record`` within :data:`PUT_TIMEOUT`, or keep it in memory (``None``)."""
+        try:
+            return write_record(self.outbox, record, timeout=PUT_TIMEOUT)
+        except OutboxError as exc:
+            logger.warning(
+                "could not write to the dedupkit outbox %s (%s); keeping the record in memory",
+                redacted_url(self.queue_url),
+                exc,
+            )
+            if not must_keep:
+                self.fallback.keep(record)
+            elif not self.fallback.try_keep(record):
+                raise OutboxError(
+                    f"dedupkit could neither store this event ({exc}) nor keep it: "
+                    f"{self.fallback.cap} records already wait in memory for the outbox. "
+                    "Answer with an error so that the caller retries"
+                ) from exc
+            return None
 
     def _deliver_soon(self) -> None:
         # Waking a sender that does not run (none wanted, or not started) does nothing.
@@ -157,25 +183,32 @@ class State:
         self.background.wake()
 
     def record_skip(
-        self, reason: str, *, event_name: str | None = None, event_id: str | None = None
+        self,
+        reason: SkipReason,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        tag: bool | None = None,
     ) -> None:
         """Count an event deliberately not sent (and keep it for the ledger's "tag only"
-        verdict); a failing outbox only loses the count."""
-        try:
-            self.outbox.record_skip(reason, event_name=event_name, event_id=event_id)
-        except OutboxError:
-            logger.warning("could not count a skipped event (%s)", reason)
+        verdict) with a beacon's tag flag, in one write bounded like :meth:`store`'s and
+        kept in memory as events are when the outbox fails."""
+        self._write_now(skip_record(reason.value, event_name, event_id, tag), False)
 
-    def _put_patiently(self, payload: Mapping[str, Any]) -> bool:
+    def record_tag(self, event_name: str, event_id: str, fired: bool) -> None:
+        """Store tag evidence in one write bounded like :meth:`store`'s, kept in memory as
+        events are when the outbox fails."""
+        self._write_now(evidence_record(event_name, event_id, fired), False)
+
+    def _write_patiently(self, record: Record) -> bool:
         # The fallback's thread may wait for a lock: no page is waiting on it.
-        queued = self.outbox.put(payload)
+        queued = write_record(self.outbox, record)
         if queued:
             self._deliver_soon()
         return queued
 
-    def _count_lost(self, count: int) -> None:
-        for _ in range(count):
-            self.outbox.record_skip(LOST_REASON)
+    def _count_lost(self, reason: SkipReason, count: int) -> None:
+        self.outbox.record_skip(reason.value, count=count)
 
 
 def get_state(app: Flask | None = None) -> State:

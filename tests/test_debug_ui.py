@@ -416,13 +416,3 @@ def test_sqlite_recent_reads_through_an_index(sqlite_box: SQLiteOutbox) -> None:
     detail = " ".join(str(row[-1]) for row in plan)
     assert "USING INDEX outbox_changed" in detail
     assert "TEMP B-TREE" not in detail
-
-
-def test_sqlite_recent_survives_an_undecodable_payload(sqlite_box: SQLiteOutbox) -> None:
-    sqlite_box.put(ev("broken"), now=T0)
-    # A row stored before the summary columns, whose payload then does not decode.
-    sqlite_box._conn().execute("UPDATE outbox SET payload = 'not json', fields = NULL")
-    [entry] = sqlite_box.recent()
-    assert entry.event_id == "broken"
-    assert entry.user_fields == ()
-    assert entry.has_click_id is False

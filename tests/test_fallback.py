@@ -20,6 +20,7 @@ from flask import Flask
 from dedupkit import DedupKit
 from dedupkit.errors import OutboxError
 from dedupkit.fallback import Fallback
+from dedupkit.fallback_records import event_record
 from dedupkit.outbox import open_outbox
 from dedupkit.state import LOST_REASON, get_state
 
@@ -39,20 +40,20 @@ class FlakyStore:
         self.working = False
         self.stored: list[Mapping[str, Any]] = []
 
-    def put(self, payload: Mapping[str, Any]) -> bool:
+    def put(self, record: Mapping[str, Any]) -> bool:
         if not self.working:
             raise OutboxError("disk full")
-        self.stored.append(payload)
+        self.stored.append(record["event"])
         return True
 
 
 def event(n: int) -> dict[str, Any]:
-    return {"event_name": "lead", "event_id": f"e-{n}", "event_time": 1}
+    return event_record({"event_name": "lead", "event_id": f"e-{n}", "event_time": 1})
 
 
 def test_kept_events_are_written_by_themselves_once_the_outbox_works(tmp_path: Path) -> None:
     store = FlakyStore()
-    fallback = Fallback(store.put, spill_path=str(tmp_path / "spill.jsonl"))
+    fallback = Fallback(store.put, spill_dir=str(tmp_path))
     for n in range(3):
         fallback.keep(event(n))
     assert len(fallback) == 3
@@ -67,7 +68,7 @@ def test_a_full_fallback_counts_and_logs_every_loss(
     store = FlakyStore()
     reported: list[int] = []
     fallback = Fallback(
-        store.put, spill_path=str(tmp_path / "spill.jsonl"), on_lost=reported.append, cap=2
+        store.put, spill_dir=str(tmp_path), on_lost=lambda _, n: reported.append(n), cap=2
     )
     for n in range(5):
         fallback.keep(event(n))
@@ -80,23 +81,21 @@ def test_a_full_fallback_counts_and_logs_every_loss(
 
 
 def test_at_exit_what_cannot_be_stored_goes_to_a_file_read_back_at_start(tmp_path: Path) -> None:
-    spill = tmp_path / "spill.jsonl"
     broken = FlakyStore()
-    first = Fallback(broken.put, spill_path=str(spill))
+    first = Fallback(broken.put, spill_dir=str(tmp_path))
     first.keep(event(1))
     first.keep(event(2))
     first.flush()
-    assert [json.loads(line)["event_id"] for line in spill.read_text().splitlines()] == [
-        "e-1",
-        "e-2",
-    ]
+    [spill] = first.spill_files()
+    lines = Path(spill).read_text().splitlines()
+    assert [json.loads(line)["event"]["event_id"] for line in lines] == ["e-1", "e-2"]
     working = FlakyStore()
     working.working = True
-    second = Fallback(working.put, spill_path=str(spill))
+    second = Fallback(working.put, spill_dir=str(tmp_path))
     assert second.restore() == 2
     assert wait_until(lambda: len(second) == 0)
     assert [p["event_id"] for p in working.stored] == ["e-1", "e-2"]
-    assert not spill.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_restart_loses_nothing_the_outbox_could_not_take(tmp_path: Path) -> None:
@@ -126,8 +125,8 @@ def test_a_restart_loses_nothing_the_outbox_could_not_take(tmp_path: Path) -> No
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "sent after the next start" in done.stderr
-    assert (instance / "dedupkit-fallback.jsonl").exists()
+    assert "written after the next start" in done.stderr
+    assert len(list(instance.glob(f"dedupkit-fallback-{AD_ACCOUNT_ID}.*.jsonl"))) == 1
 
     app = Flask("shop", instance_path=str(instance))
     app.config.update(

@@ -342,7 +342,7 @@ def test_the_file_records_its_schema_version_and_a_newer_one_is_refused(db_path:
         conn.execute(f"PRAGMA user_version = {sqlite_outbox.SCHEMA_VERSION + 1}")
     conn.close()
     newer = SQLiteOutbox(db_path)
-    with pytest.raises(OutboxError, match="newer dedupkit.*upgrade dedupkit"):
+    with pytest.raises(OutboxError, match=r"newer dedupkit.*upgrade dedupkit"):
         newer.stats()
     newer.close()
 

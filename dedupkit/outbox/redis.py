@@ -142,7 +142,7 @@ local function take(id)
   redis.call('ZREM', KEYS[1], id)
   local payload = redis.call('HGET', key, 'payload')
   local owner = redis.call('HGET', key, 'account')
-  if payload and ARGV[5] ~= '' and owner ~= ARGV[5] then
+  if payload and ARGV[5] ~= '' and owner and owner ~= '' and owner ~= ARGV[5] then
     -- Another shop's event: never this sender's to send (see bind, which refuses the mix).
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     return

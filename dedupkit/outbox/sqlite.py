@@ -139,7 +139,7 @@ _CLAIM = f"""
 UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end, claims = claims + 1
 WHERE id IN (
     SELECT id FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
-        AND (:account IS NULL OR account = :account)
+        AND (:account IS NULL OR account IN (:account, ''))
     ORDER BY due_at, id LIMIT :limit
 )
 RETURNING id, claims, payload, attempts, event_time
