@@ -50,7 +50,10 @@ class DedupKit:
                 "and call init_app once per app."
             )
         settings = settings_module.load(app.config, overrides={**self._overrides, **overrides})
-        app.extensions[EXTENSION_KEY] = State(app, settings)
+        state = State(app, settings)
+        if state.enabled:
+            state.check_outbox()
+        app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
         app.before_request(start_delivery)

@@ -17,11 +17,12 @@ from flask import Flask, current_app
 
 from . import tickets
 from .client import CapiClient
-from .errors import OutboxError
+from .errors import ConfigurationError, OutboxError
 from .event_names import EventNames
 from .fallback import Fallback, spill_on_sigterm
 from .fallback_records import Record, event_record, evidence_record, skip_record, write_record
 from .outbox import Outbox, open_outbox
+from .outbox.base import NewerOutbox
 from .ratelimit import limiter_for
 from .sender import BackgroundSender, Sender
 from .settings import Settings, redacted_url
@@ -95,6 +96,30 @@ class State:
                     if self.enabled:
                         self.fallback.restore()
         return self._outbox
+
+    def check_outbox(self) -> None:
+        """At start-up: open the outbox once, so that one bound to another ad account, or
+        written by a newer dedupkit, stops the app with a message naming the fix. An outbox
+        that merely fails now (Redis down, disk full) is logged: events wait in memory.
+
+        :raises ConfigurationError: naming both accounts and the setting, or the version.
+        """
+        probe = open_outbox(
+            self.queue_url, namespace=self.settings.outbox_namespace(), account=self.account
+        )
+        try:
+            probe.recent_skips(1)
+        except NewerOutbox as exc:
+            raise ConfigurationError(str(exc)) from None
+        except OutboxError as exc:
+            logger.warning(
+                "the dedupkit outbox %s cannot be used now (%s); events wait in memory until it "
+                "can",
+                redacted_url(self.queue_url),
+                exc,
+            )
+        finally:
+            probe.close()
 
     def signing_keys(self) -> tuple[bytes, ...]:
         """The keys that sign tickets and visitor tokens, newest last (read on each use: an

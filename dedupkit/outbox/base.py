@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OutboxError
 from ..vocabulary import EventState
 from ..wire import encode_event
 
@@ -111,6 +111,10 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the outbox payload cannot be stored as UTF-8 JSON: {exc}") from None
     return name, event_id, text
+
+
+class NewerOutbox(OutboxError):
+    """The outbox was written by a newer dedupkit (a higher schema version): not used."""
 
 
 def foreign_outbox(where: str, recorded: str, account: str) -> ConfigurationError:

@@ -70,6 +70,7 @@ from .base import (
     DeadLetter,
     EntryState,
     LedgerEntry,
+    NewerOutbox,
     OutboxStats,
     Pause,
     Skip,
@@ -599,6 +600,12 @@ class RedisOutbox:
             ) from None
 
     def _redis(self) -> redis.Redis:
+        client = self._own_client()
+        if not self._bound:
+            self._bind(client)
+        return client
+
+    def _own_client(self) -> redis.Redis:
         if self._pid != os.getpid():
             # A forked child must not talk over the parent's sockets. The old client is only
             # dropped, never closed: closing could shut the sockets down for the parent too.
@@ -607,23 +614,22 @@ class RedisOutbox:
                     if self._owns_client:
                         self._client = self._connect()
                     self._pid = os.getpid()
-        if not self._bound:
-            self._bind()
         return self._client
 
-    def _bind(self) -> None:
-        """Check the namespace's schema version and owner once, recording them if new."""
+    def _bind(self, client: redis.Redis) -> None:
+        """Check the namespace's schema version and owner once, recording them if new
+        (through ``client``: a timed put's own, so that it stays bounded)."""
         with self._bind_lock:
             if self._bound:
                 return
             keys = [self._keys["schema"], self._keys["account"]]
             with self._failing("open the outbox"):
                 found = self._bind_script(
-                    keys=keys, args=[SCHEMA_VERSION, self.account or ""], client=self._client
+                    keys=keys, args=[SCHEMA_VERSION, self.account or ""], client=client
                 )
             verdict, value = (_text(v) for v in found)
             if verdict == "newer":
-                raise OutboxError(
+                raise NewerOutbox(
                     f"the dedupkit outbox at {self.location} namespace {self._namespace!r} was "
                     f"written by a newer dedupkit (schema version {value}; this one knows "
                     f"{SCHEMA_VERSION}): upgrade dedupkit, or use another "
@@ -658,10 +664,12 @@ class RedisOutbox:
         Kept for the next call with the same ``timeout`` (the request path always passes the
         same one); replaced, and closed, when another is asked for.
         """
-        base = self._redis().connection_pool
+        base = self._own_client().connection_pool
         with self._lock:
             timed = self._timed
             if timed is not None and timed[:2] == (os.getpid(), timeout):
+                if not self._bound:
+                    self._bind(timed[2])
                 return timed[2]
             kwargs = {**base.connection_kwargs}
             kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -671,6 +679,8 @@ class RedisOutbox:
         # One of a forked parent is only dropped, as in _redis().
         if timed is not None and timed[0] == os.getpid():
             timed[2].close()
+        if not self._bound:
+            self._bind(client)
         return client
 
     def _run(

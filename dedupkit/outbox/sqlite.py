@@ -34,6 +34,7 @@ from .base import (
     DeadLetter,
     EntryState,
     LedgerEntry,
+    NewerOutbox,
     OutboxStats,
     Pause,
     Skip,
@@ -796,7 +797,7 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
     """
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
-        raise OutboxError(
+        raise NewerOutbox(
             f"the dedupkit outbox at {path!r} was written by a newer dedupkit (schema version "
             f"{version}; this one knows {SCHEMA_VERSION}): upgrade dedupkit, or point "
             "DEDUPKIT_QUEUE_URL at another file"
