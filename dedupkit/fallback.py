@@ -78,7 +78,8 @@ class Fallback:
         self._on_lost = on_lost
         self._records: deque[Record] = deque()
         self.cap = cap
-        self._lock = threading.Lock()
+        # Reentrant: the SIGTERM handler runs in the main thread, maybe inside keep().
+        self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         #: Records dropped because the cap was reached, since start (also reported).
@@ -433,7 +434,7 @@ def _reset_after_fork(ref: weakref.ReferenceType[Fallback]) -> None:
     # write them twice.
     fallback = ref()
     if fallback is not None:
-        fallback._lock = threading.Lock()
+        fallback._lock = threading.RLock()
         fallback._records = deque()
         fallback._thread = None
         fallback._unreported = Counter()

@@ -101,7 +101,6 @@ class Settings:
     hash_pin_unauth: bool = True
     #: ``False`` counts headless test browsers too (an app's own end-to-end tests).
     bot_filter: bool = True
-    send_late_as_offline: bool = False
     background_sender: bool = True
     flush_interval: float = 1.0
     batch_size: int = MAX_BATCH_SIZE
@@ -146,8 +145,6 @@ KEYS: Mapping[str, str] = {
 }
 #: Every setting (without the prefix) and its default, for documentation and tooling.
 DEFAULTS: Mapping[str, Any] = {key: getattr(Settings(), name) for key, name in KEYS.items()}
-#: Keys from older releases, still accepted: the old name and the key that replaced it.
-RENAMED: Mapping[str, str] = {}
 
 
 def load(
@@ -237,7 +234,7 @@ def _warn_unknown(keys: Iterable[str]) -> None:
 
 def _unknown(key: str) -> bool:
     name = key[len(PREFIX) :]
-    return name not in KEYS and name not in RENAMED
+    return name not in KEYS
 
 
 def _closest(key: str) -> str:
@@ -369,12 +366,6 @@ def _check(settings: Settings) -> None:
     if not settings.api_base_url.startswith(("https://", "http://")):
         raise ConfigurationError(
             f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
-        )
-    if settings.send_late_as_offline:
-        raise ConfigurationError(
-            "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
-            "twice. Remove it; replay expired events explicitly with "
-            "'flask dedupkit dead --replay --as-offline' if you must"
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)
