@@ -282,7 +282,9 @@ def test_open_outbox_hands_redis_urls_to_redis_outbox(
     import dedupkit.outbox.redis
 
     class FakeRedisOutbox:
-        def __init__(self, url: str, namespace: str = "default") -> None:
+        def __init__(
+            self, url: str, namespace: str = "default", account: str | None = None
+        ) -> None:
             self.url = url
             self.namespace = namespace
 
