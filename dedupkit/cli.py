@@ -21,11 +21,11 @@ import click
 from flask.cli import AppGroup
 
 from . import logs
+from .delivery.sender import CREDENTIALS, EXPIRED
 from .errors import ConfigurationError, DedupKitError, OutboxError
-from .event import build_event
+from .event.model import build_event
 from .outbox import DeadLetter, Outbox, OutboxStats, Pause
-from .sender import CREDENTIALS, EXPIRED
-from .settings import redacted_url
+from .redaction import redacted_url
 from .state import State, get_state
 from .vocabulary import EventState, SkipReason
 

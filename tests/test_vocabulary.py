@@ -7,7 +7,8 @@ import json
 
 from flask import Flask
 
-from dedupkit import intake, ledger, verdicts
+from dedupkit.ledger import page as ledger
+from dedupkit.ledger import verdicts
 from dedupkit.outbox.base import EntryState, Skip
 from dedupkit.state import get_state
 from dedupkit.vocabulary import EventState, SkipReason
@@ -31,10 +32,6 @@ def test_members_have_labels_and_metric_names() -> None:
         SkipReason.LOST_MEMORY_FULL,
         SkipReason.LOST_UNREADABLE,
     ]
-
-
-def test_the_intake_uses_the_one_enumeration() -> None:
-    assert intake.SkipReason is SkipReason
 
 
 def test_the_ledger_cli_and_metrics_show_every_reason_in_the_same_words(

@@ -17,8 +17,8 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError, OutboxError
+from ..event.wire import encode_event
 from ..vocabulary import EventState
-from ..wire import encode_event
 
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
 #: bloat the store.
@@ -129,7 +129,7 @@ def foreign_outbox(where: str, recorded: str, account: str) -> ConfigurationErro
 
 def as_offline_text(raw: str) -> str:
     """A stored payload's text with ``action_source`` set to ``"offline"``, re-encoded with
-    :func:`~dedupkit.wire.encode_event`; text that does not decode to an object is kept."""
+    :func:`~dedupkit.event.wire.encode_event`; text that does not decode to an object is kept."""
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -324,7 +324,7 @@ class Outbox(Protocol):
         timeout: float | None = None,
         tag: bool | None = None,
     ) -> bool:
-        """Store an event as :func:`~dedupkit.wire.encode_event`'s text; ``False`` if
+        """Store an event as :func:`~dedupkit.event.wire.encode_event`'s text; ``False`` if
         ``(event_name, event_id)`` was already stored (counted in
         :attr:`OutboxStats.duplicates`). A stored event counts as ``queued`` in
         :attr:`OutboxStats.totals`.
