@@ -382,7 +382,9 @@ def _sync_directory(path: str) -> None:
 
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
-        return True
+        # Claims are read and deleted within restore(): one under this pid at start was left
+        # by an earlier process that had the same pid (a container's PID 1 restarting).
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

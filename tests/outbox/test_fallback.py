@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -246,3 +247,18 @@ def test_pages_stay_fast_while_sqlite_is_locked_for_30_seconds(tmp_path: Path) -
     assert wait_until(lambda: len(state.fallback) == 0, timeout=30)
     assert outbox.stats().pending == orders
     assert state.outbox.stats().skipped.get(LOST_REASON) is None
+
+
+def test_a_spill_claimed_by_a_process_that_died_is_claimed_again(tmp_path: Path) -> None:
+    line = json.dumps(event(7)) + "\n"
+    dead = tmp_path / "dedupkit-fallback.1-aa.jsonl.claimed-999999999-bb"
+    mine = tmp_path / f"dedupkit-fallback.2-cc.jsonl.claimed-{os.getpid()}-dd"
+    dead.write_text(line)
+    mine.write_text(json.dumps(event(8)) + "\n")  # this pid's, before a container restart
+    store = FlakyStore()
+    store.working = True
+    fallback = Fallback(store.put, spill_dir=str(tmp_path))
+    assert fallback.restore() == 2
+    assert wait_until(lambda: len(fallback) == 0)
+    assert sorted(p["event_id"] for p in store.stored) == ["e-7", "e-8"]
+    assert list(tmp_path.iterdir()) == []
