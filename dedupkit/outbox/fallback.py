@@ -226,15 +226,22 @@ class Fallback:
         a file still being written (under another name until it is whole) is never taken."""
         restored = 0
         for path in [*self.spill_files(), *self._orphans()]:
-            claimed = f"{path}.claimed-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            token = uuid.uuid4().hex[:8]
+            # Known before the rename: another thread of this process then never takes the
+            # claim for an orphan.
+            _CLAIMS.add(token)
             try:
-                os.rename(path, claimed)
-            except FileNotFoundError:  # another process claimed it first
-                continue
-            except OSError as exc:
-                logger.error("could not claim the dedupkit spill file %s: %s", path, exc)
-                continue
-            restored += self._read_back(claimed)
+                claimed = f"{path.split('.claimed-')[0]}.claimed-{os.getpid()}-{token}"
+                try:
+                    os.rename(path, claimed)
+                except FileNotFoundError:  # another process claimed it first
+                    continue
+                except OSError as exc:
+                    logger.error("could not claim the dedupkit spill file %s: %s", path, exc)
+                    continue
+                restored += self._read_back(claimed)
+            finally:
+                _CLAIMS.discard(token)
         if restored:
             logger.warning(
                 "dedupkit found %d record(s) a previous process could not store; writing them now",
@@ -247,8 +254,16 @@ class Fallback:
         pattern = os.path.join(glob.escape(self.spill_dir), self._pattern() + ".claimed-*")
         orphans = []
         for path in glob.glob(pattern):
-            pid = path.rsplit(".claimed-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            pid, _, token = path.rsplit(".claimed-", 1)[1].partition("-")
+            if not pid.isdigit():
+                continue
+            if int(pid) == os.getpid():
+                # This pid's claims are read and deleted within restore(): one that no thread
+                # of this process is reading was left by an earlier process with the same pid
+                # (a container's PID 1, restarted).
+                if token not in _CLAIMS:
+                    orphans.append(path)
+            elif not _alive(int(pid)):
                 orphans.append(path)
         return orphans
 
@@ -381,10 +396,6 @@ def _sync_directory(path: str) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        # Claims are read and deleted within restore(): one under this pid at start was left
-        # by an earlier process that had the same pid (a container's PID 1 restarting).
-        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -394,6 +405,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: The tokens of the spill files this process is reading back now.
+_CLAIMS: set[str] = set()
 #: Every fallback of this process, for the SIGTERM handler.
 _LIVE: weakref.WeakSet[Fallback] = weakref.WeakSet()
 _previous_sigterm: Any = None
