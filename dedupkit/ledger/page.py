@@ -19,17 +19,16 @@ from typing import Any
 from flask import Response, abort, jsonify, render_template, request
 
 from ..errors import OutboxError, UnknownEventName
-from ..outbox.base import SKIPS_KEPT, EntryState, LedgerEntry, Skip
+from ..outbox.base import SKIPS_KEPT, LedgerEntry, Skip
 from ..redaction import redact
 from ..state import State, get_state
+from ..vocabulary import EventState, SkipReason
 from .chart import legend, verdict_chart
 from .coverage import SCAN_LIMIT, summarize, with_missing_tag_hint
 from .recovery import DAY, DIMENSIONS, WEEK, money_text, percent, skipped_sentence, stored_at
 from .verdicts import (
     DEDUP_WINDOW,
     MEANINGS,
-    SKIP_LABELS,
-    STATE_LABELS,
     STATE_MEANINGS,
     judge,
     judge_skip,
@@ -40,8 +39,8 @@ logger = logging.getLogger("dedupkit")
 #: Entries the dashboard lists by default, and at most (``?limit=``).
 LEDGER_LIMIT = 100
 MAX_LEDGER_LIMIT = 1000
-#: Skip reasons always shown, even at zero.
-SKIP_REASONS = ("bot", "no_consent", "no_identity")
+#: Skip reasons always shown, even at zero: every one of the vocabulary.
+SKIP_REASONS = tuple(reason.value for reason in SkipReason)
 #: Skipped events listed one by one.
 SKIPS_LISTED = 20
 #: Characters of an event id shown before the ellipsis (the whole id is in the page).
@@ -199,17 +198,18 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "coverage": coverage,
         "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
         "states": {
-            state_.value: {"label": STATE_LABELS[state_], "meaning": STATE_MEANINGS[state_]}
-            for state_ in EntryState
+            state_.value: {"label": state_.label, "meaning": STATE_MEANINGS[state_]}
+            for state_ in EventState
         },
-        "skip_labels": SKIP_LABELS,
         "field_names": FIELD_NAMES,
         "counts": {
-            "pending": stats.pending,
-            "in_flight": stats.in_flight,
-            "delivered": stats.delivered,
-            "dead": stats.dead,
+            EventState.PENDING.value: stats.pending,
+            EventState.SENDING.value: stats.in_flight,
+            EventState.DELIVERED.value: stats.delivered,
+            EventState.DEAD.value: stats.dead,
         },
+        "state_labels": {state.value: state.label for state in EventState},
+        "skip_labels": {reason: SkipReason.label_of(reason) for reason in skipped},
         "oldest_pending_age": stats.oldest_pending_age,
         "skipped": skipped,
         "duplicates": stats.duplicates,
@@ -238,6 +238,7 @@ def _entry(entry: LedgerEntry, state: State, now: float, test_mode: bool) -> dic
         "short_id": short_id(entry.event_id),
         "state": entry.state.value,
         "device": entry.device,
+        "state_label": entry.state.label,
         "attempts": entry.attempts,
         "event_time": entry.event_time,
         "age": max(0.0, now - born),
@@ -260,6 +261,7 @@ def _skip(skip: Skip) -> dict[str, Any]:
     return {
         "at": skip.at,
         "reason": skip.reason,
+        "reason_label": SkipReason.label_of(skip.reason),
         "event_name": skip.event_name,
         "event_id": skip.event_id,
         "short_id": None if skip.event_id is None else short_id(skip.event_id),

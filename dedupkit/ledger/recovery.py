@@ -18,15 +18,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..delivery.browsers import device_of
-from ..outbox.base import EntryState, LedgerEntry, Skip
-from .verdicts import SKIP_LABELS, Verdict
+from ..outbox.base import LedgerEntry, Skip
+from ..vocabulary import EventState, SkipReason
+from .verdicts import Verdict
 
 HOUR = 3600.0
 DAY = 24 * HOUR
 WEEK = 7 * DAY
 CHECKOUT = "checkout"
 #: Skip reasons that are no shopper's conversion: left out of the *tag only* share.
-NOT_SHOPPERS = frozenset({"bot"})
+NOT_SHOPPERS = frozenset({SkipReason.BOT.value})
 #: Rows per breakdown (browser, OS, device type); the rest are summed as "others".
 BREAKDOWN_ROWS = 6
 #: The breakdowns, and how the page names them.
@@ -111,7 +112,7 @@ def breakdown(judged: Iterable[tuple[LedgerEntry, Verdict]]) -> dict[str, list[d
     totals: dict[str, Counter[str]] = {name: Counter() for name in DIMENSIONS}
     lost: dict[str, Counter[str]] = {name: Counter() for name in DIMENSIONS}
     for entry, verdict in judged:
-        if entry.state is not EntryState.DELIVERED:
+        if entry.state is not EventState.DELIVERED:
             continue
         missed = verdict is Verdict.SERVER_ONLY or (
             verdict is Verdict.TEST and entry.tag is not True
@@ -138,12 +139,12 @@ def _row(name: str, events: int, lost: int) -> dict[str, Any]:
 
 
 def skipped_sentence(skipped: Mapping[str, int]) -> str | None:
-    """Why events were not sent, e.g. "3 events skipped: 2 bots, 1 no consent."."""
+    """Why events were not sent, e.g. "3 events skipped: bot (2), no consent (1)."."""
     total = sum(skipped.values())
     if not total:
         return None
     parts = [
-        f"{count} {SKIP_LABELS.get(reason, reason.replace('_', ' '))}"
+        f"{SkipReason.label_of(reason)} ({count})"
         for reason, count in sorted(skipped.items(), key=lambda kv: -kv[1])
     ]
     return f"{_n(total, 'event')} skipped: {', '.join(parts)}."

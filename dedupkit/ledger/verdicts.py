@@ -21,7 +21,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from ..outbox.base import EntryState, LedgerEntry, Skip
+from ..outbox.base import LedgerEntry, Skip
+from ..vocabulary import EventState, SkipReason
 
 #: Pinterest deduplicates a tag event and an API event with the same name and id when they
 #: arrive within this many seconds of each other.
@@ -47,35 +48,12 @@ MEANINGS = {
     Verdict.TEST: "sent with ?test=true: Pinterest checked it and recorded nothing",
 }
 
-# The ledger's words for states and skip reasons, in one place until dedupkit.vocabulary
-# (one enumeration for the ledger, the CLI and the metrics) replaces them.
-#: Outbox states, as the CLI's ``status`` names them.
-STATE_LABELS = {
-    EntryState.PENDING: "pending",
-    EntryState.IN_FLIGHT: "in flight",
-    EntryState.DELIVERED: "delivered",
-    EntryState.DEAD: "dead",
-}
-#: What each state means, beside its count.
+#: What each state means, beside its count (its name is the vocabulary's label).
 STATE_MEANINGS = {
-    EntryState.PENDING: "waiting for the sender",
-    EntryState.IN_FLIGHT: "being sent right now",
-    EntryState.DELIVERED: "Pinterest accepted it",
-    EntryState.DEAD: "Pinterest refused it or it ran out of time: see what to do",
-}
-#: Skip reasons as counted ("3 bots, 1 no consent").
-SKIP_LABELS = {
-    "bot": "bots",
-    "no_consent": "no consent",
-    "no_identity": "no identity",
-    "lost_memory_full": "lost (outbox down, memory full)",
-}
-#: Why a skipped event was not sent, in plain words.
-SKIP_REASONS = {
-    "no_consent": "no consent",
-    "bot": "a bot (curl, scripts, crawlers and monitors are not shoppers)",
-    "no_identity": "no e-mail, mobile ad id, or IP and user agent",
-    "lost_memory_full": "lost: the outbox failed and the memory buffer was full",
+    EventState.PENDING: "waiting for the sender",
+    EventState.SENDING: "being sent right now",
+    EventState.DELIVERED: "Pinterest accepted it",
+    EventState.DEAD: "Pinterest refused it or it ran out of time: see what to do",
 }
 
 # What to do about a dead letter, by the words of its message (first match wins).
@@ -122,7 +100,7 @@ class Judgement:
 
 def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgement:
     """The verdict on one outbox entry; ``test_mode`` stands in for an unrecorded test flag."""
-    if entry.state in (EntryState.PENDING, EntryState.IN_FLIGHT):
+    if entry.state in (EventState.PENDING, EventState.SENDING):
         born = entry.event_time if entry.event_time is not None else entry.created_at
         left = DEDUP_WINDOW - (now - (born if born is not None else entry.updated_at))
         detail = (
@@ -131,7 +109,7 @@ def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgeme
             else "past the one-hour dedup deadline: Pinterest may count the tag's too"
         )
         return Judgement(Verdict.PENDING, detail, time_left=left)
-    if entry.state is EntryState.DEAD:
+    if entry.state is EventState.DEAD:
         message = entry.last_error or "refused"
         return Judgement(Verdict.FAILED, message, advice=advice_for(message))
     tested = entry.test if entry.test is not None else test_mode
@@ -146,7 +124,7 @@ def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgeme
 
 def judge_skip(skip: Skip) -> Judgement:
     """The verdict on an event the server skipped: *tag only*, with the reason."""
-    reason = SKIP_REASONS.get(skip.reason, skip.reason.replace("_", " "))
+    reason = SkipReason.label_of(skip.reason)
     return Judgement(Verdict.TAG_ONLY, f"not sent by the server: {reason}")
 
 

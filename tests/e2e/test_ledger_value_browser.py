@@ -200,7 +200,7 @@ def test_a_newcomer_testing_with_curl_sees_why_nothing_was_sent(
     page.goto(f"{server.url}/dedupkit/debug")
     status = page.inner_text("#status")
     assert "No conversions yet" in status
-    assert "3 events skipped: 3 bots." in status
+    assert "3 events skipped: bot (3)." in status
     assert "curl" in status
     assert page.get_attribute("#status", "data-level") == "idle"
     screenshot(page, "390-curl")
