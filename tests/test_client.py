@@ -79,7 +79,8 @@ PROCESSED = {"status": "processed", "error_message": None, "warning_message": No
         (429, error(8, "rate limit"), None, 2, Outcome.RETRYABLE),
         (500, None, "oops", 2, Outcome.RETRYABLE),
         (503, error(4197, "ramped down"), None, 2, Outcome.RETRYABLE),
-        (405, None, "Method Not Allowed", 2, Outcome.PERMANENT),
+        (405, None, "Method Not Allowed", 2, Outcome.SPLIT),
+        (418, None, "teapot", 1, Outcome.RETRYABLE),
     ],
 )
 def test_classification(
