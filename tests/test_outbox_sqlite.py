@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from dedupkit.errors import ConfigurationError, OutboxError
-from dedupkit.outbox import Pause, SQLiteOutbox, open_outbox
+from dedupkit.outbox import SQLiteOutbox, open_outbox
 from dedupkit.wire import encode_event
 
 from .support.payloads import capi_event
@@ -364,13 +364,6 @@ def test_a_file_from_before_the_event_time_and_claims_columns_is_upgraded(db_pat
     finally:
         box.close()
         stale.close()
-
-
-def test_a_pause_raised_by_an_older_version_has_no_reason(box: SQLiteOutbox) -> None:
-    box.set_pause_until(T0 + 60, reason="HTTP 401", kind="credentials")
-    # An older dedupkit only knows pause_until, and raises it with its own statement.
-    box._conn().execute("UPDATE meta SET value = ? WHERE key = 'pause_until'", (T0 + 90,))
-    assert box.pause(now=T0) == Pause(T0 + 90, "", "rate_limit", "")
 
 
 def test_a_put_with_a_timeout_gives_up_on_a_locked_file_at_once(
