@@ -57,6 +57,10 @@ _PLACEHOLDER = re.compile(
     r"|<.*>|\{.*\}|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)$",
     re.I,
 )
+#: The longest DEDUPKIT_HTTP_TIMEOUT: half the 30 s lease of a claimed batch.
+MAX_HTTP_TIMEOUT = 15.0
+#: The longest DEDUPKIT_MAX_RETRY_AFTER: a web event an hour late cannot be deduplicated.
+MAX_RETRY_AFTER_LIMIT = 3600.0
 #: Strings that mean yes or no in an environment variable.
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -105,7 +109,10 @@ class Settings:
     background_sender: bool = True
     flush_interval: float = 1.0
     batch_size: int = MAX_BATCH_SIZE
+    #: Seconds for the whole of one request to Pinterest (connect, write, read).
     http_timeout: float = 10.0
+    #: The longest pause a ``Retry-After`` (or ``x-ratelimit-reset``) may impose, in seconds.
+    max_retry_after: float = 300.0
     partner_name: str | None = None
     #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY`` (dedupkit.tickets).
     secret_key: str | None = field(default=None, repr=False)
@@ -371,6 +378,18 @@ def _check(settings: Settings) -> None:
             "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
             "twice. Remove it; replay expired events explicitly with "
             "'flask dedupkit dead --replay --as-offline' if you must"
+        )
+    if settings.http_timeout > MAX_HTTP_TIMEOUT:
+        raise ConfigurationError(
+            f"DEDUPKIT_HTTP_TIMEOUT must be at most {MAX_HTTP_TIMEOUT:.0f} s (half the outbox "
+            f"lease, so that no request outlives its claim), got {settings.http_timeout:g}"
+        )
+    if not 1 <= settings.max_retry_after <= min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):
+        raise ConfigurationError(
+            "DEDUPKIT_MAX_RETRY_AFTER must be between 1 and "
+            f"{min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):.0f} seconds (at most an "
+            "hour, and within DEDUPKIT_RETRY_WINDOW: a longer pause expires every event), got "
+            f"{settings.max_retry_after:g}"
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)

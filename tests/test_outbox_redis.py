@@ -362,5 +362,3 @@ def test_a_put_with_a_timeout_gives_up_on_a_stalled_server(outbox: RedisOutbox) 
 
 def outbox_url(outbox: RedisOutbox) -> str:
     return f"redis://{outbox.location}/0"
-
-
