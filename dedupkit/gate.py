@@ -131,8 +131,10 @@ class Gate:
         self.max_retry_after = max_retry_after
         self.credentials_backoff = credentials_backoff
         self.rng = rng
-        #: Nothing is sent before this time: this sender's own backoff.
+        #: Nothing is sent before this time: this sender's backoff after failed requests.
         self.backoff_until = 0.0
+        #: ... nor before this one: its own credentials pause, which ``resume`` ends.
+        self.credentials_until = 0.0
         #: Requests in a row without a verdict.
         self.failures = 0
         #: Credentials failures in a row.
@@ -159,10 +161,10 @@ class Gate:
             self.probing = True
         elif shared is None and self._started == CREDENTIALS:
             # Lifted or over: either way this sender's own wait for it is over too.
-            self.backoff_until = 0.0
+            self.credentials_until = 0.0
         hold, why = self.backoff_until, "backing off after a failed request"
-        if self.probing and self.backoff_until > now:
-            why = "credentials refused; waiting to probe"
+        if self.credentials_until > hold:
+            hold, why = self.credentials_until, "credentials refused; waiting to probe"
         if shared is not None and not self.other_token(shared) and shared.until > hold:
             hold, why = shared.until, shared.reason or f"{shared.kind.replace('_', ' ')} pause"
         limit = PROBE_SIZE if self.probing else self.batch_size
@@ -186,7 +188,7 @@ class Gate:
         resumed: str | None = None
         if told.answer is Answer.JUDGED:
             self.failures = 0
-            self.backoff_until = 0.0
+            self.backoff_until = self.credentials_until = 0.0
             self.credential_failures = 0
             if self.probing:
                 # The probe worked: the credentials pause is over for every process.
@@ -227,7 +229,7 @@ class Gate:
                 lift = None  # this answer's own pause replaces the old one
             if resumed == RATE_LIMIT:
                 resumed = None
-        backoff = max(0.0, self.backoff_until - now)
+        backoff = max(0.0, self.backoff_until - now, self.credentials_until - now)
         return Decision(share=share, lift=lift, resumed=resumed, backoff=backoff)
 
     def _credentials(self, now: float, told: Told) -> Decision:
@@ -235,7 +237,7 @@ class Gate:
         self.credential_failures += 1
         self.probing = True
         # This sender waits too, even when another token's longer pause is in force.
-        self.backoff_until = now + delay
+        self.credentials_until = now + delay
         self._started = CREDENTIALS
         reason = told.message or "Pinterest refused the credentials"
         share = Pause(now + delay, reason, CREDENTIALS, self.token_id)
