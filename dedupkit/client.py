@@ -246,15 +246,22 @@ class CapiClient:
         params = {"test": "true"} if self.test_mode else None
         deadline = time.monotonic() + self.timeout
         gave_up = threading.Event()
+        future: Future[httpx.Response] | None
         try:
             future = self._requests().submit(self._exchange, body, params, deadline, gave_up)
-        except RuntimeError:  # closed meanwhile
-            return _all(len(events), Outcome.RETRYABLE, "the client was closed", None)
+        except RuntimeError:
+            # At interpreter exit no thread may start: the last batch is sent from here, each
+            # step of it still bounded by the deadline.
+            future = None
         try:
-            response = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            if future is None:
+                response = self._exchange(body, params, deadline, gave_up)
+            else:
+                response = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except (FutureTimeout, httpx.TimeoutException):
             gave_up.set()
-            _discard(future)
+            if future is not None:
+                _discard(future)
             message = f"timed out: no complete answer from Pinterest within {self.timeout:g} s"
             return _all(len(events), Outcome.RETRYABLE, message, None)
         except httpx.DecodingError as exc:
