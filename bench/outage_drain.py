@@ -41,10 +41,10 @@ sys.path.insert(0, str(BENCH))
 from _loopback_pinterest import AD_ACCOUNT_ID, TOKEN, Server, running_server  # noqa: E402
 from throughput import running_redis  # noqa: E402
 
-from dedupkit.client import CapiClient  # noqa: E402
-from dedupkit.gate import CREDENTIALS  # noqa: E402
+from dedupkit.delivery.client import CapiClient  # noqa: E402
+from dedupkit.delivery.gate import CREDENTIALS  # noqa: E402
+from dedupkit.delivery.sender import EXPIRED, Sender  # noqa: E402
 from dedupkit.outbox import Outbox, open_outbox  # noqa: E402
-from dedupkit.sender import EXPIRED, Sender  # noqa: E402
 
 WINDOW = 3600.0
 HOUR = 3600.0

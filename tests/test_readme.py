@@ -68,8 +68,13 @@ def test_the_configuration_table_lists_every_setting() -> None:
     table = section("Configuration")
     documented = {key for cell in re.findall(r"^\| ([^|]+) \|", table, re.M)
                   for key in re.findall(r"`([A-Z_]+)`", cell)}  # fmt: skip
-    assert set(KEYS) - documented == set()
     assert documented - set(KEYS) == set()
+    # A setting may be documented in a page of the documentation site instead (the README
+    # is becoming a front door); there it is a table row naming DEDUPKIT_<KEY>.
+    for page in (ROOT / "docs").rglob("*.md"):
+        rows = re.findall(r"^\| `DEDUPKIT_([A-Z_]+)` \|", page.read_text("utf-8"), re.M)
+        documented |= set(rows) & set(KEYS)
+    assert set(KEYS) - documented == set()
 
 
 def test_testing_your_app_works_as_written(tmp_path: Path) -> None:

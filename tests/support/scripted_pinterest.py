@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from dedupkit.client import CapiClient
+from dedupkit.delivery.client import CapiClient
 
 ACCOUNT = "549764982399"
 #: Every kind of answer the model may script.
