@@ -15,7 +15,7 @@ new token, ``flask dedupkit resume``, new traffic and a second process. After ev
 ``make test`` runs a CI-sized number of examples. The nightly profile runs many more::
 
     DEDUPKIT_HYPOTHESIS_PROFILE=nightly .venv/bin/pytest -p no:cacheprovider \\
-        tests/test_delivery_model.py
+        tests/delivery/test_delivery_model.py
 """
 
 from __future__ import annotations
