@@ -8,8 +8,10 @@ the answer                                  each event
 ==========================================  ==========================================
 a verdict per event                         delivered, dead with Pinterest's message, or
                                             retried with backoff
-refused as a whole (400, 413, a proxy's     the request is halved (:attr:`Triage.split`)
-page, a status Pinterest does not send)     until the events at fault are alone
+refused as a whole (400, 413, 422)          the request is halved (:attr:`Triage.split`)
+                                            until the events at fault are alone
+an unexpected answer (a proxy's page, a     retried as a batch once, then halved as a
+status Pinterest does not send)             refusal is
 no verdict (408, 429, 5xx, timeout)         retried with backoff; dead as ``expired`` at
                                             once when the retry would come after the
                                             window, unless Pinterest asked to wait
@@ -36,6 +38,12 @@ EXPIRED = "expired"
 #: (pinterest.md §4).
 OFFLINE_MAX_AGE = 7 * 24 * 3600.0
 
+#: Times a batch is retried whole after an unexpected answer before it is halved: a proxy's
+#: passing error page should not cost a request per event.
+UNEXPECTED_RETRIES = 1
+
+# Pinterest's own refusals of a request's content: halved at once.
+_REFUSALS = frozenset({400, 413, 422})
 # The stored text of an event replayed as offline (the outbox encodes compact JSON).
 _OFFLINE_MARK = '"action_source":"offline"'
 
@@ -104,6 +112,14 @@ def triage(
     judged = False
     if credentials:
         out.held += group
+    elif whole is Outcome.SPLIT and len(group) > 1 and _retry_first(group, result):
+        # No verdict from Pinterest: maybe nobody's fault. The batch goes again as it is.
+        for entry in group:
+            not_before = now + policy.delay(entry.attempts, rng=rng)
+            if not_before >= deadline(entry, retry_window):
+                out.expired.append(entry)
+            else:
+                out.retried[(not_before, result.message or "unexpected answer")].append(entry)
     elif whole is Outcome.SPLIT and len(group) > 1:
         out.split = True
         judged = result.status_code is not None and result.status_code < 500
@@ -153,6 +169,12 @@ def _sort(
             else:
                 out.retried[(not_before, message or "retryable error")].append(entry)
     return judged
+
+
+def _retry_first(group: Sequence[Claimed], result: BatchResult) -> bool:
+    """An unexpected answer to a batch not yet retried that often: retry it whole."""
+    unexpected = result.status_code not in _REFUSALS
+    return unexpected and min(entry.attempts for entry in group) < UNEXPECTED_RETRIES
 
 
 def _answer(status: int | None, *, judged: bool, credentials: bool) -> Answer:

@@ -185,16 +185,21 @@ def test_bodies_stay_within_the_size_limit(box: Outbox, clients: Callable[..., C
     assert "larger than a request may be (4096 bytes)" in letter.reason
 
 
-def test_an_html_200_is_split_and_retried_never_dead(
+def test_an_html_200_is_retried_then_split_never_dead(
     box: Outbox, fake: FakePinterest, clients: Callable[..., CapiClient]
 ) -> None:
     for i in range(4):
         box.put(live_event(f"e-{i}"))
-    fake.proxy_page_next(200)
+    fake.proxy_page_next(200, times=2)
     sender = Sender(box, clients(), policy=FAST)
     sender.run_once()
+    # Retried as a batch first: a passing error page costs one request, not one per event.
+    assert [r.status for r in fake.requests] == [200]
+    assert {e.attempts for e in box.recent()} == {1}
+    assert wait_until(lambda: sender.run_once() and len(fake.requests) == 4, timeout=5)
+    # The same page again: now halved, and the halves went through.
+    assert [r.num_events for r in fake.requests] == [4, 4, 2, 2]
     assert sorted(e["event_id"] for e in fake.capi_events) == ["e-0", "e-1", "e-2", "e-3"]
-    assert [r.status for r in fake.requests] == [200, 200, 200]
 
     box.put(live_event("alone"))
     fake.proxy_page_next(200)

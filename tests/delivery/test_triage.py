@@ -46,25 +46,36 @@ def test_each_event_gets_its_verdict() -> None:
 
 
 @pytest.mark.parametrize(
-    ("result", "split", "answer"),
+    ("result", "attempts", "split", "answer"),
     [
-        (every(Outcome.SPLIT, 4, 400), True, Answer.JUDGED),
-        (every(Outcome.SPLIT, 4, 413), True, Answer.JUDGED),
-        (every(Outcome.SPLIT, 4, 200), True, Answer.JUDGED),  # a proxy's page
-        (every(Outcome.SPLIT, 4, 418), True, Answer.JUDGED),  # a status Pinterest never sends
-        (every(Outcome.RETRYABLE, 4, 503), False, Answer.FAILED),
-        (every(Outcome.RETRYABLE, 4, None), False, Answer.FAILED),  # timeout, corrupt gzip
-        (every(Outcome.RETRYABLE, 4, 429), False, Answer.FAILED),
-        (every(Outcome.CREDENTIALS, 4, 401), False, Answer.CREDENTIALS),
+        (every(Outcome.SPLIT, 4, 400), 0, True, Answer.JUDGED),
+        (every(Outcome.SPLIT, 4, 413), 0, True, Answer.JUDGED),
+        # A proxy's page, a status Pinterest never sends: retried whole first, then halved.
+        (every(Outcome.SPLIT, 4, 200), 0, False, Answer.FAILED),
+        (every(Outcome.SPLIT, 4, 418), 0, False, Answer.FAILED),
+        (every(Outcome.SPLIT, 4, 200), 1, True, Answer.JUDGED),
+        (every(Outcome.SPLIT, 4, 418), 1, True, Answer.JUDGED),
+        (every(Outcome.RETRYABLE, 4, 503), 0, False, Answer.FAILED),
+        (every(Outcome.RETRYABLE, 4, None), 0, False, Answer.FAILED),  # timeout, corrupt gzip
+        (every(Outcome.RETRYABLE, 4, 429), 0, False, Answer.FAILED),
+        (every(Outcome.CREDENTIALS, 4, 401), 0, False, Answer.CREDENTIALS),
     ],
 )
-def test_whole_batch_answers(result: BatchResult, split: bool, answer: Answer) -> None:
-    group = [entry(f"e{i}") for i in range(4)]
+def test_whole_batch_answers(
+    result: BatchResult, attempts: int, split: bool, answer: Answer
+) -> None:
+    group = [entry(f"e{i}", attempts=attempts) for i in range(4)]
     out = sort(group, result)
     assert out.split is split
     assert out.told.answer is answer
     # Nothing is dead from a whole-batch answer.
     assert (dict(out.refused), out.expired) == ({}, [])
+
+
+def test_an_unexpected_answer_retries_the_batch_once_with_an_attempt_each() -> None:
+    group = [entry("a"), entry("b", attempts=1)]
+    out = sort(group, every(Outcome.SPLIT, 2, 200))
+    assert dict(out.retried) == {(T0 + 2, "HTTP 200"): [group[0]], (T0 + 4, "HTTP 200"): [group[1]]}
 
 
 def test_credentials_hold_every_event_without_an_attempt() -> None:
