@@ -108,12 +108,30 @@ class DeliveryModel(RuleBasedStateMachine):
 
     # -- traffic and time ---------------------------------------------------------------
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(
+        expired=st.integers(0, 3 * BATCH),
+        fresh=st.integers(0, BATCH),
+        left=st.sampled_from(["none", "own token", "old token", "rate limit"]),
+    )
+    def start(self, expired: int, fresh: int, left: str) -> None:
+        """Any morning, a Monday after a long outage included: a backlog of events past their
+        window ahead of fresh ones, and the pause the last process left."""
         self.pinterest.now = T0
+        self.traffic(expired, 2 * WINDOW)
+        self.traffic(fresh, 60.0)
+        if left == "own token":
+            sender = self.senders[0]
+            self.outbox.set_pause_until(T0 + 900, reason="HTTP 401", kind="credentials",
+                                        token_id=sender.token_id)  # fmt: skip
+        elif left == "old token":
+            self.outbox.set_pause_until(T0 + 900, reason="HTTP 401", kind="credentials",
+                                        token_id="friday")  # fmt: skip
+        elif left == "rate limit":
+            self.outbox.set_pause_until(T0 + 300, reason="HTTP 429", kind="rate_limit")
 
     @rule(count=st.integers(1, 45), age=st.sampled_from([0.0, 60.0, 3000.0, 3590.0, 7200.0]))
     def traffic(self, count: int, age: float) -> None:
+        """``count`` events whose ``event_time`` is ``age`` seconds ago."""
         for _ in range(count):
             self.seq += 1
             event_id = f"ev-{self.seq:05d}"
