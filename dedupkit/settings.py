@@ -146,9 +146,6 @@ class Settings:
     #: Skip crawlers, HTTP libraries and headless browsers. ``False`` counts them too (an app's
     #: own end-to-end tests).
     bot_filter: bool = True
-    #: Removed (late web events sent as offline count twice): setting it is a start-up error;
-    #: see ``flask dedupkit dead --replay --as-offline``.
-    send_late_as_offline: bool = False
     #: Deliver from a thread in each web process; turn it off when ``flask dedupkit worker``
     #: delivers.
     background_sender: bool = True
@@ -174,6 +171,9 @@ class Settings:
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
+    #: ``(request) -> str | None``: the response's Content-Security-Policy nonce, where no
+    #: extension puts it in ``request.csp_nonce`` (Flask-Talisman) or ``g.csp_nonce``.
+    csp_nonce: Callable[[Request], str | None] | None = field(default=None, compare=False)
     #: Beacons per client IP on ``POST <URL_PREFIX>/events``, e.g. ``"300/minute"``; ``"off"``.
     rate_limit: str = "300/minute"
     #: A CDN's header with the visitor's country, for LDP's hashed ``country``.
@@ -188,8 +188,12 @@ class Settings:
         return bool(self.ad_account_id and self.conversion_token)
 
     def outbox_url(self, instance_path: str) -> str:
-        """The queue URL, with the default SQLite file in the app's instance folder."""
-        return self.queue_url or f"sqlite:///{instance_path}/dedupkit.sqlite3"
+        """The queue URL; by default a SQLite file of the ad account in the app's instance
+        folder (``dedupkit-<account>.sqlite3``), so that two shops never share one."""
+        if self.queue_url:
+            return self.queue_url
+        account = f"-{self.ad_account_id}" if self.ad_account_id else ""
+        return f"sqlite:///{instance_path}/dedupkit{account}.sqlite3"
 
     def outbox_namespace(self) -> str:
         """Redis key prefix: one per ad account, so shops sharing a Redis never mix."""
@@ -202,8 +206,6 @@ KEYS: Mapping[str, str] = {
 }
 #: Every setting (without the prefix) and its default, for documentation and tooling.
 DEFAULTS: Mapping[str, Any] = {key: getattr(Settings(), name) for key, name in KEYS.items()}
-#: Keys from older releases, still accepted: the old name and the key that replaced it.
-RENAMED: Mapping[str, str] = {}
 
 
 def load(
@@ -246,21 +248,20 @@ def load(
         values["transport"] = overrides["transport"]
     settings = Settings(**values)
     _check(settings)
+    credentials = ("AD_ACCOUNT_ID", "CONVERSION_TOKEN")
+    missing = " and ".join(PREFIX + key for key in credentials if not getattr(settings, KEYS[key]))
     if settings.enabled is None:
         settings = dataclasses.replace(settings, enabled=settings.credentials_set)
         if not settings.enabled:
             logger.warning(
-                "dedupkit sends nothing: set DEDUPKIT_AD_ACCOUNT_ID and "
-                "DEDUPKIT_CONVERSION_TOKEN (or DEDUPKIT_ENABLED = False to silence this)"
+                "dedupkit sends nothing: %s %s not set (in app.config or the environment; "
+                "or set DEDUPKIT_ENABLED = False to silence this)",
+                missing,
+                "are" if " and " in missing else "is",
             )
     elif settings.enabled and not settings.credentials_set:
-        missing = [
-            PREFIX + key
-            for key in ("AD_ACCOUNT_ID", "CONVERSION_TOKEN")
-            if not getattr(settings, KEYS[key])
-        ]
         raise ConfigurationError(
-            f"{', '.join(missing)} must be set (in app.config or the environment) while "
+            f"{missing} must be set (in app.config or the environment) while "
             "DEDUPKIT_ENABLED is on; set DEDUPKIT_ENABLED = False to run without Pinterest"
         )
     if settings.enabled and not settings.tag_id:
@@ -293,7 +294,7 @@ def _warn_unknown(keys: Iterable[str]) -> None:
 
 def _unknown(key: str) -> bool:
     name = key[len(PREFIX) :]
-    return name not in KEYS and name not in RENAMED
+    return name not in KEYS
 
 
 def _closest(key: str) -> str:
@@ -334,6 +335,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         raise ConfigurationError(
             f"{name} must be a callable (request) -> True | False | None, got "
             f"{type(value).__name__}"
+        )
+    if key == "CSP_NONCE":
+        if value is None or callable(value):
+            return value
+        # A fixed string would be one nonce for every response: no protection at all.
+        raise ConfigurationError(
+            f"{name} must be a callable (request) -> str | None returning this response's "
+            f"nonce, got {type(value).__name__}"
         )
     if isinstance(default, bool):
         return _bool(name, value)
@@ -426,12 +435,6 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError(
             f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
         )
-    if settings.send_late_as_offline:
-        raise ConfigurationError(
-            "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
-            "twice. Remove it; replay expired events explicitly with "
-            "'flask dedupkit dead --replay --as-offline' if you must"
-        )
     if settings.http_timeout > MAX_HTTP_TIMEOUT:
         raise ConfigurationError(
             f"DEDUPKIT_HTTP_TIMEOUT must be at most {MAX_HTTP_TIMEOUT:.0f} s (half the outbox "
@@ -452,6 +455,19 @@ def _check(settings: Settings) -> None:
             f"got {settings.gpc!r}"
         )
     parse_rate(settings.rate_limit)
+    if settings.metrics is not False:
+        _check_metrics_client()
+
+
+def _check_metrics_client() -> None:
+    # At start-up, not at the first scrape: a dashboard that stays empty tells nobody why.
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "DEDUPKIT_METRICS is on but prometheus_client is not installed: "
+            "pip install 'flask-dedupkit[metrics]' (or turn DEDUPKIT_METRICS off)"
+        ) from None
 
 
 def _check_queue_url(url: str) -> None:

@@ -13,7 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..outbox.base import EntryState, LedgerEntry
+from ..outbox.base import LedgerEntry
+from ..vocabulary import EventState
 from .verdicts import DEDUP_WINDOW, Verdict, advice_for, judge
 
 HOUR = 3600.0
@@ -75,7 +76,7 @@ def _window(judged: Sequence[tuple[LedgerEntry, Verdict]], now: float) -> dict[s
     revenue: defaultdict[str, float] = defaultdict(float)
     lags: list[float] = []
     for entry, verdict in judged:
-        if entry.state is not EntryState.DELIVERED:
+        if entry.state is not EventState.DELIVERED:
             continue
         if verdict is not Verdict.TEST and entry.event_name == CHECKOUT and entry.value:
             revenue[entry.currency or "?"] += entry.value
@@ -159,3 +160,26 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 def _percent(share: float) -> str:
     return f"{share * 100:.0f}%"
+
+
+#: Checkouts a day must hold before their missing tag evidence is worth a question.
+MISSING_TAG_MIN_CHECKOUTS = 3
+MISSING_TAG_HINT = "no page reported a tag: is {{ dedupkit.head() }} in your base template?"
+
+
+def with_missing_tag_hint(headline: str, entries: Iterable[LedgerEntry]) -> str:
+    """``headline``, asking about ``{{ dedupkit.head() }}`` when the day's checkouts reached
+    the API but no event at all carries tag evidence: then no page ran the snippet.
+
+    A blocked tag is evidence too (the snippet said so): only a silence this complete points at
+    a base template without ``head()``. Webhook-tracked checkouts have none on their own, so
+    the question waits for the page's other events (add to cart, page visits) to be silent too.
+    """
+    checkouts = 0
+    for entry in entries:
+        if entry.tag is not None:
+            return headline
+        checkouts += entry.event_name == CHECKOUT
+    if checkouts < MISSING_TAG_MIN_CHECKOUTS:
+        return headline
+    return f"{headline.rstrip('.')}; {MISSING_TAG_HINT}"

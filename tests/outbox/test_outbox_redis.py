@@ -362,3 +362,21 @@ def test_a_put_with_a_timeout_gives_up_on_a_stalled_server(outbox: RedisOutbox) 
 
 def outbox_url(outbox: RedisOutbox) -> str:
     return f"redis://{outbox.location}/0"
+
+
+def test_the_namespace_records_its_schema_version_and_a_newer_one_is_refused(
+    redis_url: str,
+) -> None:
+    namespace = f"schema-{os.getpid()}-{time.monotonic_ns()}"
+    box = RedisOutbox(redis_url, namespace=namespace)
+    box.put(event("e1"), now=T0)
+    client = redis.Redis.from_url(redis_url)
+    key = f"{{{namespace}}}:schema"
+    assert int(client.get(key) or 0) == redis_outbox.SCHEMA_VERSION
+    client.set(key, redis_outbox.SCHEMA_VERSION + 1)
+    newer = RedisOutbox(redis_url, namespace=namespace)
+    with pytest.raises(OutboxError, match=r"newer dedupkit.*upgrade dedupkit"):
+        newer.stats()
+    for opened in (box, newer):
+        opened.close()
+    client.close()
