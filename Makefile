@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/outage_drain.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build tests/js/node_modules tests/artifacts
