@@ -76,7 +76,9 @@ def load_sets() -> list[LabelledSet]:
     sets = []
     for path in sorted(DATA.glob("ua-*.tsv.xz")):
         name = path.name.removeprefix("ua-").removesuffix(".tsv.xz")
-        rows = [line.split("\t", 1) for line in lzma.decompress(path.read_bytes()).decode().splitlines()]
+        rows = [
+            line.split("\t", 1) for line in lzma.decompress(path.read_bytes()).decode().splitlines()
+        ]
         labelled = [ua for label, ua in rows if label == "browser"]
         sets.append(
             LabelledSet(

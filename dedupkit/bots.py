@@ -43,7 +43,7 @@ CACHE_SIZE = 8192
 
 # Tokens a browser or a known in-app browser appends after its engine, and nothing else.
 _BROWSER_TOKENS = r"""
-    (?:Mobile\ )?Safari/[\d.]+
+    (?:Mobile\ )?Safari(?:/[\d.]+)?
   | Mobile(?:/\w+)?
   | Version/[\d.]+
   | (?:Chrome|CriOS|Chromium|Firefox|FxiOS|Focus|Klar|EdgiOS|EdgA|Edge?|OPR|OPT|OPiOS|OPX|Opera
@@ -58,7 +58,8 @@ _BROWSER_TOKENS = r"""
       |ZaloLanguage|Pinterest|musical_ly_\w+|trill_\w+|ultralite_\w+|GoogleApp
       |Viber|Electron|UWS|UCBS|FB[A-Z_]+|\w*Browser)(?:/[\w.\-+]*(?:\(0x\w+\))?)?
   | [A-Za-z][\w\-]*/[\w.\-]+(?=.*\ Electron/)  # the app an Electron shell runs
-  | \[(?:FB|Pinterest/|LinkedInApp|Snapchat)[^\[\]]{0,300}\]
+  | \[(?:FB|Pinterest/|LinkedInApp|Snapchat)[^\[\]]{0,300}\](?:/[\d.]+)?
+  | SogouMSE,SogouMobileBrowser/[\d.]+
   | FBAN/\w+;FBAV/[^\s\[\]]{0,200}
   | MetaIAB\ (?:Facebook|Instagram|Messenger|Threads)
   | Instagram\ [\d.]+\ (?:Android|iOS|iPhone|iPad)?\ ?\([^()]{0,300}\)
@@ -338,6 +339,16 @@ def _classify(agent: str) -> bool:
         return _PLATFORM_BOT.matches(shape["platform"].lower())
     lowered = agent.lower()
     return not _ENGINE_OR_DEVICE.search(lowered) or _RULES.matches(lowered)
+
+
+_VERSION_LIKE = re.compile(r"[\d._]+")
+
+
+def user_agent_family(user_agent: str | None) -> str:
+    """``user_agent`` without its version numbers, bounded: ``curl/8.5.0`` is ``curl/``."""
+    if not user_agent or user_agent.isspace():
+        return ""
+    return _VERSION_LIKE.sub("", user_agent[:MAX_CHARS])[:120]
 
 
 def explain(user_agent: str | None) -> str:

@@ -54,6 +54,13 @@ class Event:
     opt_out: bool | None = None
     language: str | None = None
     partner_name: str | None = field(default=None, repr=False)
+    #: What :meth:`~dedupkit.DedupKit.track` did with it on the API channel: ``"queued"``,
+    #: ``"duplicate"``, ``"skipped"``, ``"kept_in_memory"`` or ``"disabled"`` (a
+    #: :class:`~dedupkit.intake.Outcome`, a ``str`` enum); ``None`` for an event only built.
+    outcome: str | None = field(default=None, compare=False)
+    #: Why it was not sent, when ``outcome == "skipped"``: ``"bot"``, ``"no_consent"``,
+    #: ``"no_identity"`` or ``"gpc_opt_out"`` (a :class:`~dedupkit.intake.SkipReason`).
+    skipped: str | None = field(default=None, compare=False)
 
     @property
     def capi_name(self) -> str:

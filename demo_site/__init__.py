@@ -390,11 +390,16 @@ def thanks(order_id: str) -> str:
         # The webhook tracked the sale; this page only fires the tag, with the same event_id.
         if not _shop().orders.is_paid(order.id):
             abort(404)
-        return render_template("thanks.html", order=order, event=_tag_only_checkout(order))
+        return render_template(
+            "thanks.html",
+            order=order,
+            event=_tag_only_checkout(order),
+            skip_reasons=SKIP_REASONS,
+        )
     # The same order gives the same event_id ("checkout-A-1001"); the outbox already holds it,
     # so a reload re-renders the tag call without queueing a second CAPI event.
     event = _track_checkout(order)
-    return render_template("thanks.html", order=order, event=event)
+    return render_template("thanks.html", order=order, event=event, skip_reasons=SKIP_REASONS)
 
 
 def _checkout_data(order: Order) -> dict[str, Any]:
