@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
+	npm install --prefix bench --no-audit --no-fund --silent
+	$(BIN)/python bench/bots.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache

@@ -46,6 +46,9 @@ class Outcome(str, enum.Enum):
     #: ``DEDUPKIT_ENABLED`` is off: nothing is sent.
     DISABLED = "disabled"
 
+    def __str__(self) -> str:  # "queued" in a template or an f-string, as on Python 3.11+'s StrEnum
+        return str(self.value)
+
 
 class SkipReason(str, enum.Enum):
     """Why an event was not sent; also :attr:`dedupkit.event.Event.skipped`."""
@@ -55,6 +58,9 @@ class SkipReason(str, enum.Enum):
     NO_IDENTITY = "no_identity"
     #: The visitor sent a GPC signal and ``DEDUPKIT_GPC = "opt_out"``.
     GPC_OPT_OUT = "gpc_opt_out"
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ def test_track_says_a_bots_event_was_skipped_and_why(app: Flask) -> None:
 
     assert event.outcome == "skipped" and event.outcome is Outcome.SKIPPED
     assert event.skipped == "bot" and event.skipped is SkipReason.BOT
+    assert f"{event.outcome}: {event.skipped}" == "skipped: bot"
     assert queued(app) == []
 
 
