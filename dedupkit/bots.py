@@ -14,7 +14,7 @@ cheapest and surest first:
    scan, fetch, check, monitor, preview, feed and podcast words in any casing; a URL or an
    e-mail address; HTTP-library, automation and tool tokens; no browser engine at all.
 3. **Kept lists**, compiled once: ``crawler-user-agents`` (installed package), isbot's
-   pattern and Matomo device-detector's bot rules (data files in :mod:`dedupkit.bot_rules`,
+   pattern and Matomo device-detector's bot rules (data files in ``dedupkit/bot_rules/``,
    pinned, with their licenses).
 
 Speed: the lists' ~2,800 regexes are mostly literals; they are merged into a prefix tree
@@ -246,7 +246,7 @@ def _source(name: str, patterns: list[str], *, word_start: bool) -> RuleSource:
 
 
 def _rule_file(name: str) -> list[str]:
-    data = json.loads(files("dedupkit.bot_rules").joinpath(name).read_text("utf-8"))
+    data = json.loads(files("dedupkit").joinpath("bot_rules", name).read_text("utf-8"))
     return list(data["patterns"])
 
 
