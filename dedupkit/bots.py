@@ -246,7 +246,7 @@ def _source(name: str, patterns: list[str], *, word_start: bool) -> RuleSource:
 
 
 def _rule_file(name: str) -> list[str]:
-    data = json.loads(files("dedupkit").joinpath("bot_rules", name).read_text("utf-8"))
+    data = json.loads(files("dedupkit").joinpath("bot_rules").joinpath(name).read_text("utf-8"))
     return list(data["patterns"])
 
 

@@ -442,7 +442,7 @@ def test_every_dropped_rule_is_one_its_list_has_and_is_left_out() -> None:
     raw = {
         "crawler-user-agents": {e["pattern"] for e in json.loads(crawler_list.read_text())},
         "isbot": set(
-            json.loads(files("dedupkit").joinpath("bot_rules", "isbot.json").read_text())[
+            json.loads(files("dedupkit").joinpath("bot_rules").joinpath("isbot.json").read_text())[
                 "patterns"
             ]
         ),
