@@ -64,4 +64,4 @@ clean:
 
 ## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
 minify: $(STAMP)
-	$(BIN)/python -c "from dedupkit.assets import write_minified; print(*write_minified())"
+	$(BIN)/python -c "from dedupkit.web.assets import write_minified; print(*write_minified())"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from dedupkit import bots
+from dedupkit.intake import bots
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH / "data"

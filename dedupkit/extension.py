@@ -7,15 +7,16 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
-from . import logs, tickets, visitor_token
+from . import logs
 from . import settings as settings_module
-from .blueprint import blueprint
 from .cli import cli
-from .event import Event
-from .intake import Submission, current_visitor, record, remember_click_id, start_delivery
-from .page_url import clean_page_url
+from .event.model import Event
+from .event.page_url import clean_page_url
+from .intake import tickets, visitor_token
+from .intake.record import Submission, current_visitor, record, remember_click_id, start_delivery
 from .state import EXTENSION_KEY, State, get_state
-from .templating import TemplateHelpers
+from .web.blueprint import blueprint
+from .web.templating import TemplateHelpers
 
 
 class DedupKit:
@@ -82,7 +83,7 @@ class DedupKit:
         the payment provider; so it is accepted inside a request, and replaces its visitor.
 
         :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
-            (:class:`~dedupkit.visitor_token.InvalidVisitorToken`) for a visitor token that
+            (:class:`~dedupkit.intake.visitor_token.InvalidVisitorToken`) for a visitor token that
             is altered, truncated, signed with another key or expired.
         """
         state = get_state()
@@ -128,7 +129,10 @@ class DedupKit:
             ``SECRET_KEY``).
         :raises InvalidEvent: for an unknown name or a malformed value, currency or order id.
         """
-        return get_state().mint_ticket(
+        state = get_state()
+        return tickets.mint(
+            state.signing_keys(),
+            state.names,
             name,
             order_id=order_id,
             value=value,

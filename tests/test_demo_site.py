@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from dedupkit.event.user_data import sha256_hex
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
-from dedupkit.user_data import sha256_hex
 from demo_site import create_app
 
 from .support.agents import CHROME_UA
