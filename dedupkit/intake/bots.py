@@ -143,9 +143,10 @@ _GENERAL_RULES: tuple[str, ...] = (
     # Services that name themselves after their owner or as an agent.
     r"-google\b|\bgoogle-",
     r"(?<=[-_ ])agent\b",
-    # Media players and podcast apps fetch files, they do not browse.
-    r"applecoremedia|exoplayer|stagefright|itunes/|\bradio\b|gstreamer|lavf/",
-    r"ffmpeg|libmpv|\bvlc/|mplayer|winamp|\bnsplayer",
+    # Media players and podcast apps fetch files, they do not browse; a browser's user agent
+    # may name the player a TV app plays video with (device-detector's browser fixtures).
+    r"^(?!mozilla/).*?(?:applecoremedia|exoplayer|stagefright|itunes/|\bradio\b|gstreamer"
+    r"|lavf/|ffmpeg|libmpv|\bvlc/|mplayer|winamp|\bnsplayer)",
     # HTTP libraries and command-line tools, at the start where they stand alone.
     r"^(?:curl|wget|java|python|go-http|go |okhttp|axios|node|undici|ruby|perl|php|libwww"
     r"|lwp|httpie|aiohttp|requests|urllib|guzzle|faraday|dart|deno|bun|reqwest|apache"
