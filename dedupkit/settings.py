@@ -63,6 +63,10 @@ _PLACEHOLDER = re.compile(
     r"|<.*>|\{.*\}|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)$",
     re.I,
 )
+#: The longest DEDUPKIT_HTTP_TIMEOUT: half the 30 s lease of a claimed batch.
+MAX_HTTP_TIMEOUT = 15.0
+#: The longest DEDUPKIT_MAX_RETRY_AFTER: a web event an hour late cannot be deduplicated.
+MAX_RETRY_AFTER_LIMIT = 3600.0
 #: Strings that mean yes or no in an environment variable.
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -146,9 +150,6 @@ class Settings:
     #: Regexes (searched, case-insensitive) of user agents that are never bots, for a shopper
     #: the filter takes for one (docs/topics/bots.md). In the environment: one regex.
     bot_allow: tuple[str, ...] = ()
-    #: Removed (late web events sent as offline count twice): setting it is a start-up error;
-    #: see ``flask dedupkit dead --replay --as-offline``.
-    send_late_as_offline: bool = False
     #: Deliver from a thread in each web process; turn it off when ``flask dedupkit worker``
     #: delivers.
     background_sender: bool = True
@@ -157,8 +158,12 @@ class Settings:
     flush_interval: float = 1.0
     #: Events per Conversions API request, at most Pinterest's 1000.
     batch_size: int = MAX_BATCH_SIZE
-    #: Seconds a Conversions API request may take.
+    #: Seconds one Conversions API request may take in all (connecting, writing, reading); at
+    #: most 15, half the outbox lease, so that no request outlives its claim.
     http_timeout: float = 10.0
+    #: The longest pause a ``Retry-After`` or ``x-ratelimit-reset`` may impose, in seconds,
+    #: at most an hour and the retry window: one bogus header must not hold delivery for long.
+    max_retry_after: float = 300.0
     #: The Conversions API ``partner_name``; only if Pinterest gave you one.
     partner_name: str | None = None
     #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY``.
@@ -194,8 +199,12 @@ class Settings:
         return bool(self.ad_account_id and self.conversion_token)
 
     def outbox_url(self, instance_path: str) -> str:
-        """The queue URL, with the default SQLite file in the app's instance folder."""
-        return self.queue_url or f"sqlite:///{instance_path}/dedupkit.sqlite3"
+        """The queue URL; by default a SQLite file of the ad account in the app's instance
+        folder (``dedupkit-<account>.sqlite3``), so that two shops never share one."""
+        if self.queue_url:
+            return self.queue_url
+        account = f"-{self.ad_account_id}" if self.ad_account_id else ""
+        return f"sqlite:///{instance_path}/dedupkit{account}.sqlite3"
 
     def outbox_namespace(self) -> str:
         """Redis key prefix: one per ad account, so shops sharing a Redis never mix."""
@@ -208,8 +217,6 @@ KEYS: Mapping[str, str] = {
 }
 #: Every setting (without the prefix) and its default, for documentation and tooling.
 DEFAULTS: Mapping[str, Any] = {key: getattr(Settings(), name) for key, name in KEYS.items()}
-#: Keys from older releases, still accepted: the old name and the key that replaced it.
-RENAMED: Mapping[str, str] = {}
 
 
 def load(
@@ -298,7 +305,7 @@ def _warn_unknown(keys: Iterable[str]) -> None:
 
 def _unknown(key: str) -> bool:
     name = key[len(PREFIX) :]
-    return name not in KEYS and name not in RENAMED
+    return name not in KEYS
 
 
 def _closest(key: str) -> str:
@@ -482,11 +489,17 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError(
             f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
         )
-    if settings.send_late_as_offline:
+    if settings.http_timeout > MAX_HTTP_TIMEOUT:
         raise ConfigurationError(
-            "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
-            "twice. Remove it; replay expired events explicitly with "
-            "'flask dedupkit dead --replay --as-offline' if you must"
+            f"DEDUPKIT_HTTP_TIMEOUT must be at most {MAX_HTTP_TIMEOUT:.0f} s (half the outbox "
+            f"lease, so that no request outlives its claim), got {settings.http_timeout:g}"
+        )
+    if not 1 <= settings.max_retry_after <= min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):
+        raise ConfigurationError(
+            "DEDUPKIT_MAX_RETRY_AFTER must be between 1 and "
+            f"{min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):.0f} seconds (at most an "
+            "hour, and within DEDUPKIT_RETRY_WINDOW: a longer pause expires every event), got "
+            f"{settings.max_retry_after:g}"
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)

@@ -42,6 +42,7 @@ from dedupkit.event.model import build_event
 from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import Conversion, FakePinterest
+from dedupkit.vocabulary import SkipReason
 
 #: A made-up tag id: the fake's stand-in tag accepts any.
 DEMO_TAG_ID = "2612345678901"
@@ -390,16 +391,11 @@ def thanks(order_id: str) -> str:
         # The webhook tracked the sale; this page only fires the tag, with the same event_id.
         if not _shop().orders.is_paid(order.id):
             abort(404)
-        return render_template(
-            "thanks.html",
-            order=order,
-            event=_tag_only_checkout(order),
-            skip_reasons=SKIP_REASONS,
-        )
+        return render_template("thanks.html", order=order, event=_tag_only_checkout(order))
     # The same order gives the same event_id ("checkout-A-1001"); the outbox already holds it,
     # so a reload re-renders the tag call without queueing a second CAPI event.
     event = _track_checkout(order)
-    return render_template("thanks.html", order=order, event=event, skip_reasons=SKIP_REASONS)
+    return render_template("thanks.html", order=order, event=event)
 
 
 def _checkout_data(order: Order) -> dict[str, Any]:
@@ -558,13 +554,9 @@ def _row(conversion: Conversion) -> ConversionRow:
     )
 
 
-#: Why dedupkit did not send an event, in words (``OutboxStats.skipped`` keys).
-SKIP_REASONS = {
-    "bot": "crawler or headless browser",
-    "no_consent": "no consent",
-    "no_identity": "no email, IP or user agent",
-    "gpc_opt_out": "Global Privacy Control opt-out",
-}
+#: Why dedupkit did not send an event, in words (``OutboxStats.skipped`` keys): the one
+#: vocabulary's labels.
+SKIP_REASONS = {reason.value: reason.label for reason in SkipReason}
 
 
 @shop.get("/pinterest")

@@ -23,6 +23,7 @@ from ..event.limits import check_capi_event
 from ..event.model import Event, build_event
 from ..event.user_data import has_required_identity
 from ..state import State, Stored, get_state
+from ..vocabulary import SkipReason
 from . import privacy, tickets
 from .bots import MAX_CHARS, explain, is_bot, user_agent_family
 from .visitor import Consent, Visitor, read_visitor
@@ -47,19 +48,6 @@ class Outcome(str, enum.Enum):
     DISABLED = "disabled"
 
     def __str__(self) -> str:  # "queued" in a template or an f-string, as on Python 3.11+'s StrEnum
-        return str(self.value)
-
-
-class SkipReason(str, enum.Enum):
-    """Why an event was not sent; also :attr:`dedupkit.event.Event.skipped`."""
-
-    NO_CONSENT = "no_consent"
-    BOT = "bot"
-    NO_IDENTITY = "no_identity"
-    #: The visitor sent a GPC signal and ``DEDUPKIT_GPC = "opt_out"``.
-    GPC_OPT_OUT = "gpc_opt_out"
-
-    def __str__(self) -> str:
         return str(self.value)
 
 
@@ -90,6 +78,11 @@ class Submission:
     :param page_consent: the page granted consent (a drop-in page on another site).
     :param ticket: the server's signed permission for an event outside ``BROWSER_EVENTS``.
     :param page_gpc: the page reported ``navigator.globalPrivacyControl``.
+    :param tag: a beacon's tag flag (see :func:`dedupkit.evidence.tag_flag`), stored in the
+        same write as the event's outcome.
+    :param must_store: no page waits on this event (a webhook, a worker): when it can be
+        neither stored nor kept in memory, :func:`record` raises
+        :class:`~dedupkit.errors.OutboxError` so that the caller can retry.
     """
 
     name: str
@@ -103,6 +96,8 @@ class Submission:
     page_consent: bool = False
     ticket: str | None = None
     page_gpc: bool = False
+    tag: bool | None = None
+    must_store: bool = False
 
 
 def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
@@ -115,6 +110,8 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         forged, expired or signed for another event (any event that carries one).
     :raises InvalidEvent: for malformed data, naming the field; outside a request also for
         an event without the identity Pinterest needs.
+    :raises OutboxError: with ``submission.must_store``, when the event could be neither
+        stored nor kept.
     """
     name = state.names.resolve(submission.name)
     if (
@@ -162,12 +159,14 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
         else _skip_reason(state, event, visitor, submission.page_consent)
     )
     if reason is not None:
-        state.record_skip(reason.value, event_name=event.capi_name, event_id=event.event_id)
+        state.record_skip(
+            reason, event_name=event.capi_name, event_id=event.event_id, tag=submission.tag
+        )
         return _recorded(event, Outcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
-    stored = state.store(payload)
+    stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
     return _recorded(event, _OUTCOMES[stored])
 
 

@@ -10,8 +10,9 @@ from flask import Flask
 
 from dedupkit.errors import ConfigurationError
 from dedupkit.event.model import Event
-from dedupkit.intake.record import Outcome, SkipReason
+from dedupkit.intake.record import Outcome
 from dedupkit.state import get_state
+from dedupkit.vocabulary import SkipReason
 
 from ..conftest import AppFactory, kit_for, queued, shopper_request
 from ..support.agents import CHROME_UA
