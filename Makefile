@@ -68,6 +68,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/outage_drain.py
+	npm install --prefix bench --no-audit --no-fund --silent
+	$(BIN)/python bench/bots.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build tests/js/node_modules tests/artifacts

@@ -320,3 +320,24 @@ def test_the_pinterest_page_says_whose_tag_was_blocked(
     assert "The tag was refused 1 time(s)" in text
     assert "Firefox strict tracking protection 1." in text
     assert 'href="/dedupkit/debug"' in text
+
+
+def test_the_thank_you_page_says_the_event_was_queued(client: FlaskClient) -> None:
+    html = client.get(place_order(client)).get_data(as_text=True)
+
+    # Tracked at checkout, tracked again here: the page says it is queued once.
+    assert 'data-outcome="duplicate"' in html
+    assert "queued it for the Conversions API when the order was placed" in html
+
+
+def test_the_thank_you_page_says_a_bots_event_was_skipped_and_how_to_count_it(
+    client: FlaskClient, app: Flask
+) -> None:
+    client.environ_base["HTTP_USER_AGENT"] = "curl/8.5.0"
+
+    html = client.get(place_order(client)).get_data(as_text=True)
+
+    assert 'data-outcome="skipped"' in html
+    assert '(bot: <code>event.skipped == "bot"</code>)' in html
+    assert "DEDUPKIT_BOT_FILTER = False" in html
+    assert queued_total(app) == 0
