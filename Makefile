@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# The distribution was called "dedupkit" before 0.1.0 (that name is another project's).
 	$(BIN)/python -m pip uninstall -q -y dedupkit 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[redis,testing,metrics]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e '.[redis,postgres,testing,metrics]' -r requirements-dev.txt
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml
@@ -27,7 +27,7 @@ $(DEMO_STAMP): pyproject.toml
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
-## test: system packages (Chromium, redis-server) when we can install them, then the whole suite
+## test: system packages (Chromium, redis-server, PostgreSQL) when we can install them, then the whole suite
 test: system-deps $(STAMP) lint typecheck jstest pytest
 
 system-deps:

@@ -1,0 +1,907 @@
+"""The outbox in the shop's own PostgreSQL database, on SQLAlchemy Core and psycopg 3.
+
+Every web host and sender shares the database the shop already runs: senders on any number
+of hosts claim with ``SELECT … FOR UPDATE SKIP LOCKED``, so no two hold the same entry, and
+:meth:`PostgresOutbox.put_in` writes an event in the shop's own transaction (the
+transactional outbox): the conversion commits with the order, or not at all.
+
+The tables are :data:`metadata`'s, all named ``dedupkit_*``; an app that manages its schema
+with Alembic adds :data:`metadata` to its ``target_metadata`` (they are otherwise created on
+first use). One database holds several shops: every row carries its ``account`` (the
+outbox's namespace, ``dedupkit:<ad account id>`` by default) and no method reads or changes
+another account's rows.
+
+``Claimed.id`` is ``<row id>:<claim number>`` (as in SQLite): ``retry``/``dead`` only match
+the current claim. :attr:`DeadLetter.id` is the bare row id.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, scoped_session
+
+from ..errors import ConfigurationError, OutboxError
+from .base import (
+    DUPLICATE,
+    EVIDENCE_KEPT,
+    EVIDENCE_TTL,
+    LAG_BUCKETS,
+    MAX_MESSAGE_LENGTH,
+    SKIPS_KEPT,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    LedgerEntry,
+    OutboxStats,
+    Pause,
+    Skip,
+    as_offline_text,
+    event_time_of,
+    lag_bucket,
+    ledger_entry,
+    stored_entry,
+    summary_of,
+)
+
+#: The version of the tables below; an outbox written by a newer dedupkit is refused.
+SCHEMA_VERSION = 1
+#: How many recent delivery errors :meth:`PostgresOutbox.stats` reports.
+LAST_ERRORS_KEPT = 10
+#: After a failed connection, timed puts fail at once for this long instead of each waiting
+#: for the connect timeout: a page never waits on a database that is down.
+UNREACHABLE_BACKOFF = 1.0
+#: Seconds to wait for a connection (libpq's smallest connect timeout is 2).
+CONNECT_TIMEOUT = 5
+#: The key of the advisory lock that serialises creating the tables.
+_SCHEMA_LOCK = 0x64656475  # "dedu"
+
+#: The dedupkit tables, for ``create_all`` and Alembic's ``target_metadata``.
+metadata = sa.MetaData()
+
+#: One row per event. ``due_at`` is when a pending entry may be sent, or when the lease of an
+#: in-flight one ends; ``changed_at`` is when it was stored, rescheduled, delivered, killed
+#: or replayed (not claimed); ``claims`` counts claims, to tell a stale claim from the
+#: current one; ``fields``/``value``/``currency`` are the coverage summary (see
+#: :func:`~dedupkit.outbox.base.summary_of`).
+outbox_table = sa.Table(
+    "dedupkit_outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("due_at", sa.Double, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("changed_at", sa.Double, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("event_time", sa.Double),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fields", sa.Text),
+    sa.Column("value", sa.Double),
+    sa.Column("currency", sa.Text),
+    sa.Column("test", sa.Boolean),
+    sa.UniqueConstraint("account", "event_name", "event_id", name="dedupkit_outbox_event"),
+    sa.Index("dedupkit_outbox_due", "account", "status", "due_at"),
+    sa.Index("dedupkit_outbox_changed", "account", "changed_at"),
+    sa.Index("dedupkit_outbox_created", "account", "created_at"),
+)
+#: Tag evidence: did the browser make the tag call for an event.
+evidence_table = sa.Table(
+    "dedupkit_evidence",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("tag", sa.Boolean, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.UniqueConstraint("account", "event_name", "event_id", name="dedupkit_evidence_event"),
+    sa.Index("dedupkit_evidence_order", "account", "id"),
+)
+#: The last skipped events with a name and id.
+skips_table = sa.Table(
+    "dedupkit_skips",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("event_name", sa.Text),
+    sa.Column("event_id", sa.Text),
+    sa.Index("dedupkit_skips_order", "account", "id"),
+)
+#: Counters that only go up (duplicates, skips by reason, the lag histogram), per account.
+counters_table = sa.Table(
+    "dedupkit_counters",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Double, nullable=False),
+)
+#: The pause shared by every sender, and the recent errors, per account.
+accounts_table = sa.Table(
+    "dedupkit_accounts",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("pause_until", sa.Double),
+    sa.Column("pause_reason", sa.Text),
+    sa.Column("pause_kind", sa.Text),
+    sa.Column("pause_token_id", sa.Text),
+    sa.Column("last_errors", sa.Text),
+)
+#: ``schema_version``: what wrote these tables.
+meta_table = sa.Table(
+    "dedupkit_meta",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class _Status(enum.IntEnum):
+    PENDING = 0
+    IN_FLIGHT = 1
+    DELIVERED = 2
+    DEAD = 3
+
+
+_STATES = {
+    _Status.PENDING: EntryState.PENDING,
+    _Status.IN_FLIGHT: EntryState.IN_FLIGHT,
+    _Status.DELIVERED: EntryState.DELIVERED,
+    _Status.DEAD: EntryState.DEAD,
+}
+_PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
+
+_PUT = sa.text(f"""
+INSERT INTO dedupkit_outbox (
+    account, event_name, event_id, payload, event_time, status, due_at, created_at,
+    changed_at, fields, value, currency
+)
+VALUES (
+    :account, :event_name, :event_id, :payload, :event_time, {_PENDING}, :now, :now, :now,
+    :fields, :value, :currency
+)
+ON CONFLICT (account, event_name, event_id) DO NOTHING
+""")
+# SKIP LOCKED: a row another sender is claiming right now is left to it, not waited for.
+_CLAIM = sa.text(f"""
+WITH due AS (
+    SELECT id FROM dedupkit_outbox
+    WHERE account = :account AND status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
+    ORDER BY due_at, id LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE dedupkit_outbox o SET status = {_IN_FLIGHT}, due_at = :lease_end, claims = o.claims + 1
+FROM due WHERE o.id = due.id
+RETURNING o.id, o.claims, o.payload, o.attempts, o.event_time
+""")
+# A late ack wins over a dead letter written by a sender that reclaimed the entry.
+_ACK = sa.text(f"""
+UPDATE dedupkit_outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
+    attempts = attempts + 1, test = :test
+WHERE account = :account AND id = ANY(CAST(:ids AS BIGINT[])) AND status != {_DELIVERED}
+RETURNING coalesce(event_time, created_at)
+""")
+# Only the current claim: a stale sender's late call matches no row.
+_RETRY = sa.text(f"""
+UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = o.attempts + 1,
+    due_at = :not_before, last_error = :error, changed_at = :now
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:claims AS INTEGER[])) AS c(id, claim)
+WHERE o.account = :account AND o.id = c.id AND o.claims = c.claim
+    AND o.status = {_IN_FLIGHT}
+""")
+_DEAD_LETTER = sa.text(f"""
+UPDATE dedupkit_outbox o SET status = {_DEAD}, last_error = :reason, changed_at = :now,
+    attempts = o.attempts + :sent
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:claims AS INTEGER[])) AS c(id, claim)
+WHERE o.account = :account AND o.id = c.id AND o.claims = c.claim
+    AND o.status = {_IN_FLIGHT}
+""")
+_REPLAY_SET = f"""
+UPDATE dedupkit_outbox SET status = {_PENDING}, attempts = 0, due_at = :now, last_error = NULL,
+    changed_at = :now
+WHERE account = :account AND status = {_DEAD}
+"""
+_REPLAY_ALL = sa.text(_REPLAY_SET)
+_REPLAY_IDS = sa.text(_REPLAY_SET + " AND id = ANY(CAST(:ids AS BIGINT[]))")
+_REPLAY_OFFLINE = sa.text(f"""
+UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = 0, due_at = :now,
+    last_error = NULL, changed_at = :now, payload = p.payload
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:payloads AS TEXT[])) AS p(id, payload)
+WHERE o.account = :account AND o.id = p.id AND o.status = {_DEAD}
+""")
+_DEAD_PAYLOADS = sa.text(f"""
+SELECT id, payload FROM dedupkit_outbox
+WHERE account = :account AND status = {_DEAD}
+    AND (CAST(:ids AS BIGINT[]) IS NULL OR id = ANY(CAST(:ids AS BIGINT[])))
+FOR UPDATE
+""")
+_COUNTS = sa.text(
+    "SELECT status, count(*) FROM dedupkit_outbox WHERE account = :account GROUP BY status"
+)
+_OLDEST = sa.text(f"""
+SELECT min(created_at) FROM dedupkit_outbox
+WHERE account = :account AND status IN ({_PENDING}, {_IN_FLIGHT})
+""")
+_DEAD_FILTER = f"""
+WHERE account = :account AND status = {_DEAD}
+    AND (CAST(:reason AS TEXT) IS NULL OR last_error = :reason)
+    AND (CAST(:since AS DOUBLE PRECISION) IS NULL OR changed_at >= :since)
+"""
+_DEAD_LETTERS = sa.text(f"""
+SELECT id, event_name, event_id, last_error, changed_at, attempts FROM dedupkit_outbox
+{_DEAD_FILTER} ORDER BY changed_at DESC, id DESC LIMIT :limit
+""")
+_COUNT_DEAD = sa.text(f"SELECT count(*) FROM dedupkit_outbox {_DEAD_FILTER}")
+_ENTRY_COLUMNS = """
+o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.last_error,
+CASE WHEN o.fields IS NULL THEN o.payload END, o.fields, o.created_at, o.value, o.currency,
+o.test, e.tag
+FROM dedupkit_outbox o LEFT JOIN dedupkit_evidence e
+    ON e.account = o.account AND e.event_name = o.event_name AND e.event_id = o.event_id
+"""
+_RECENT = sa.text(f"""
+SELECT {_ENTRY_COLUMNS} WHERE o.account = :account
+ORDER BY o.changed_at DESC, o.id DESC LIMIT :limit
+""")
+_SINCE = sa.text(f"""
+SELECT {_ENTRY_COLUMNS} WHERE o.account = :account AND o.created_at >= :since
+ORDER BY o.created_at DESC, o.id DESC LIMIT :limit
+""")
+# Fired once stays fired.
+_TAG = sa.text("""
+INSERT INTO dedupkit_evidence (account, event_name, event_id, tag, at)
+VALUES (:account, :event_name, :event_id, :tag, :at)
+ON CONFLICT (account, event_name, event_id)
+DO UPDATE SET tag = dedupkit_evidence.tag OR excluded.tag, at = excluded.at
+""")
+# Keeps the ``:kept`` newest rows of the account (by id); the limit is read at each call.
+_TRIM = """
+DELETE FROM {table} WHERE account = :account AND id <= (
+    SELECT id FROM {table} WHERE account = :account ORDER BY id DESC OFFSET :kept LIMIT 1
+)
+"""
+_TRIM_EVIDENCE = sa.text(_TRIM.format(table="dedupkit_evidence"))
+_TRIM_SKIPS = sa.text(_TRIM.format(table="dedupkit_skips"))
+_PRUNE_EVIDENCE = sa.text("DELETE FROM dedupkit_evidence WHERE account = :account AND at < :cutoff")
+_PRUNE = sa.text(f"""
+DELETE FROM dedupkit_outbox
+WHERE account = :account AND status = {_DELIVERED} AND changed_at < :cutoff
+""")
+_SKIP = sa.text("""
+INSERT INTO dedupkit_skips (account, at, reason, event_name, event_id)
+VALUES (:account, :at, :reason, :event_name, :event_id)
+""")
+_RECENT_SKIPS = sa.text("""
+SELECT at, reason, event_name, event_id FROM dedupkit_skips WHERE account = :account
+ORDER BY id DESC LIMIT :limit
+""")
+_COUNT = sa.text("""
+INSERT INTO dedupkit_counters (account, name, value) VALUES (:account, :name, :value)
+ON CONFLICT (account, name) DO UPDATE SET value = dedupkit_counters.value + excluded.value
+""")
+_COUNTERS = sa.text("SELECT name, value FROM dedupkit_counters WHERE account = :account")
+_ACCOUNT_ROW = sa.text("""
+INSERT INTO dedupkit_accounts (account) VALUES (:account) ON CONFLICT (account) DO NOTHING
+""")
+# Raised only: a lower ``until`` (a shorter Retry-After seen elsewhere) changes nothing.
+_RAISE_PAUSE = sa.text("""
+INSERT INTO dedupkit_accounts (account, pause_until, pause_reason, pause_kind, pause_token_id)
+VALUES (:account, :until, :reason, :kind, :token_id)
+ON CONFLICT (account) DO UPDATE SET pause_until = excluded.pause_until,
+    pause_reason = excluded.pause_reason, pause_kind = excluded.pause_kind,
+    pause_token_id = excluded.pause_token_id
+WHERE dedupkit_accounts.pause_until IS NULL
+    OR dedupkit_accounts.pause_until < excluded.pause_until
+""")
+_PAUSE = sa.text("""
+SELECT pause_until, pause_reason, pause_kind, pause_token_id FROM dedupkit_accounts
+WHERE account = :account
+""")
+_CLEAR_PAUSE = sa.text("""
+UPDATE dedupkit_accounts SET pause_until = NULL, pause_reason = NULL, pause_kind = NULL,
+    pause_token_id = NULL
+WHERE account = :account
+""")
+_ERRORS_FOR_UPDATE = sa.text(
+    "SELECT last_errors FROM dedupkit_accounts WHERE account = :account FOR UPDATE"
+)
+_ERRORS = sa.text("SELECT last_errors FROM dedupkit_accounts WHERE account = :account")
+_SET_ERRORS = sa.text("UPDATE dedupkit_accounts SET last_errors = :errors WHERE account = :account")
+_TIMEOUTS = sa.text(
+    "SELECT set_config('lock_timeout', :ms, true), set_config('statement_timeout', :ms, true)"
+)
+
+_SKIP_PREFIX = "skipped:"
+_DUPLICATES = "count:" + DUPLICATE
+_LAG_PREFIX = "lag:"
+
+# What to check, by the words of the server's or the driver's message.
+_HINTS = (
+    ("password authentication failed", "check the user and password in DEDUPKIT_QUEUE_URL"),
+    ("does not exist", "check the database name in DEDUPKIT_QUEUE_URL and that it exists"),
+    ("connection refused", "check PostgreSQL runs and listens on that host and port"),
+    ("timeout", "the database answered too slowly, or a lock was held too long"),
+    ("permission denied", "grant the user CREATE and write access to the dedupkit_* tables"),
+    ("no space left", "free some disk space on the database server"),
+    ("read-only", "this server is a read-only replica: point DEDUPKIT_QUEUE_URL at the primary"),
+)
+
+
+class PostgresOutbox:
+    """The :class:`~dedupkit.outbox.Outbox` in a PostgreSQL database.
+
+    Delivered entries are kept, so a repeated ``(event_name, event_id)`` stays a duplicate;
+    :meth:`prune` removes old ones. The tables are created on first use when missing.
+
+    :param url: ``postgresql+psycopg://user:password@host:port/database`` (SQLAlchemy's).
+    :param namespace: the account every row of this outbox belongs to (``dedupkit:<ad
+        account id>`` from the extension): shops sharing one database never see each
+        other's events.
+    :param engine: a ready SQLAlchemy engine to use instead of creating one from ``url``
+        (not disposed by :meth:`close`).
+    :raises ConfigurationError: ``url`` is not a PostgreSQL URL SQLAlchemy can use.
+    """
+
+    def __init__(
+        self, url: str, *, namespace: str = "dedupkit", engine: Engine | None = None
+    ) -> None:
+        self.namespace = namespace
+        self._owns_engine = engine is None
+        self._engine = engine if engine is not None else _create_engine(url)
+        #: Where the outbox lives, without the password, for messages and reprs.
+        self.location = self._engine.url.render_as_string(hide_password=True)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._unreachable_until = 0.0
+        if self._owns_engine:
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forget_parent_connections(ref))
+
+    def __repr__(self) -> str:
+        return f"<PostgresOutbox {self.location} namespace={self.namespace!r}>"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine the outbox uses."""
+        return self._engine
+
+    # -- storing -----------------------------------------------------------------------
+
+    def put(
+        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+    ) -> bool:
+        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+
+        :param timeout: the longest a statement or a lock may take (``statement_timeout``
+            and ``lock_timeout``), then :class:`OutboxError`; while the database was
+            unreachable a moment ago a timed put fails at once.
+        """
+        params = self._put_params(payload, now)
+        if timeout is not None and time.monotonic() < self._unreachable_until:
+            raise OutboxError(
+                f"the dedupkit outbox at {self.location} was unreachable less than "
+                f"{UNREACHABLE_BACKOFF:g} s ago"
+            )
+        with self._errors("store an event in"), self._begin() as conn:
+            if timeout is not None:
+                conn.execute(_TIMEOUTS, {"ms": f"{max(1, round(timeout * 1000))}ms"})
+            return self._insert(conn, params)
+
+    def put_in(
+        self,
+        transaction: Session | scoped_session[Any] | Connection,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+    ) -> bool:
+        """Store an event in the caller's transaction: it commits with the caller's work and
+        vanishes if that rolls back. ``False`` if ``(event_name, event_id)`` was stored.
+
+        :param transaction: a SQLAlchemy :class:`~sqlalchemy.orm.Session` (Flask-SQLAlchemy's
+            ``db.session`` as is) or :class:`~sqlalchemy.engine.Connection` on this outbox's
+            database; a transaction is begun on it if none is.
+        :raises ConfigurationError: ``transaction`` is connected to another database.
+        :raises OutboxError: the insert failed (the caller's transaction is then failed too).
+        """
+        params = self._put_params(payload, now)
+        self._ensure_schema()
+        with self._errors("store an event in"):
+            conn = connection_of(transaction)
+            self._check_same_database(conn)
+            return self._insert(conn, params)
+
+    def _put_params(self, payload: Mapping[str, Any], now: float | None) -> dict[str, Any]:
+        name, event_id, text = stored_entry(payload)
+        fields, value, currency = summary_of(payload)
+        return {
+            "account": self.namespace,
+            "event_name": name,
+            "event_id": event_id,
+            "payload": text,
+            "event_time": event_time_of(payload),
+            "now": _now(now),
+            "fields": fields,
+            "value": value,
+            "currency": currency,
+        }
+
+    def _insert(self, conn: Connection, params: Mapping[str, Any]) -> bool:
+        if conn.execute(_PUT, params).rowcount > 0:
+            return True
+        conn.execute(_COUNT, {"account": self.namespace, "name": _DUPLICATES, "value": 1})
+        return False
+
+    def _check_same_database(self, conn: Connection) -> None:
+        theirs, ours = conn.engine.url, self._engine.url
+        if theirs.get_backend_name() != "postgresql" or _where(theirs) != _where(ours):
+            raise ConfigurationError(
+                "kit.track(session=…) writes the event in that session's transaction, so the "
+                f"session must use the outbox's database: it is connected to "
+                f"{theirs.render_as_string(hide_password=True)}, DEDUPKIT_QUEUE_URL names "
+                f"{self.location}"
+            )
+
+    # -- delivering --------------------------------------------------------------------
+
+    def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        now = _now(now)
+        params = {"account": self.namespace, "now": now, "lease_end": now + lease, "limit": limit}
+        with self._errors("claim events from"), self._begin() as conn:
+            found = conn.execute(_CLAIM, params).all()
+        # RETURNING gives no order: keep the order of insertion.
+        rows = sorted(found, key=lambda row: int(row[0]))
+        return [
+            Claimed(f"{id_}:{claims}", data, attempts, event_time=event_time)
+            for id_, claims, data, attempts, event_time in rows
+        ]
+
+    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+        """Mark entries delivered, from any claim of them (even over a dead letter), and count
+        their lags."""
+        rows = sorted({row for row, _ in _parse_ids(ids)})
+        if not rows:
+            return
+        now = time.time()
+        params = {"account": self.namespace, "now": now, "test": test, "ids": rows}
+        with self._errors("acknowledge events in"), self._begin() as conn:
+            lags = Counter[int]()
+            total = 0.0
+            for (since,) in conn.execute(_ACK, params):
+                lag = max(0.0, now - float(since))
+                lags[lag_bucket(lag)] += 1
+                total += lag
+            if lags:
+                counts = {f"{_LAG_PREFIX}{index}": n for index, n in lags.items()}
+                self._count(conn, {**counts, "lag_sum": total})
+
+    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
+        """Give entries back, due at ``not_before``; only ids of their current claim count."""
+        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        if not claims:
+            return
+        now = time.time()
+        params = {
+            "account": self.namespace,
+            "not_before": not_before,
+            "error": error,
+            "now": now,
+            "ids": [row for row, _ in claims],
+            "claims": [claim for _, claim in claims],
+        }
+        with self._errors("reschedule events in"), self._begin() as conn:
+            if conn.execute(_RETRY, params).rowcount > 0:
+                self._log_error(conn, now, error)
+
+    def dead(
+        self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
+    ) -> None:
+        """Dead-letter entries with ``reason``; only ids of their current claim count."""
+        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        if not claims:
+            return
+        now = _now(now)
+        params = {
+            "account": self.namespace,
+            "reason": reason,
+            "now": now,
+            "sent": int(sent),
+            "ids": [row for row, _ in claims],
+            "claims": [claim for _, claim in claims],
+        }
+        with self._errors("dead-letter events in"), self._begin() as conn:
+            if conn.execute(_DEAD_LETTER, params).rowcount > 0:
+                self._log_error(conn, now, reason)
+
+    # -- the shared pause --------------------------------------------------------------
+
+    def pause_until(self) -> float:
+        """The shared "no request to Pinterest before" time (0 when none)."""
+        with self._errors("read the pause from"), self._begin() as conn:
+            row = conn.execute(_PAUSE, {"account": self.namespace}).first()
+        return float(row[0]) if row is not None and row[0] is not None else 0.0
+
+    def set_pause_until(
+        self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
+    ) -> None:
+        """Raise the shared pause to ``when`` with why; a lower ``when`` changes nothing."""
+        params = {
+            "account": self.namespace,
+            "until": when,
+            "reason": reason[:MAX_MESSAGE_LENGTH],
+            "kind": kind,
+            "token_id": token_id,
+        }
+        with self._errors("store the pause in"), self._begin() as conn:
+            conn.execute(_RAISE_PAUSE, params)
+
+    def pause(self, *, now: float | None = None) -> Pause | None:
+        """The pause in force with its reason, ``None`` when none."""
+        with self._errors("read the pause from"), self._begin() as conn:
+            row = conn.execute(_PAUSE, {"account": self.namespace}).first()
+        if row is None or row[0] is None or float(row[0]) <= _now(now):
+            return None
+        until, reason, kind, token_id = row
+        return Pause(float(until), reason or "", kind or "rate_limit", token_id or "")
+
+    def clear_pause(self) -> None:
+        """Lift the pause, whatever it was."""
+        with self._errors("clear the pause in"), self._begin() as conn:
+            conn.execute(_CLEAR_PAUSE, {"account": self.namespace})
+
+    # -- skips and tag evidence --------------------------------------------------------
+
+    def record_skip(
+        self,
+        reason: str,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Count a skipped event; with its name or id, remember it among the last few."""
+        with self._errors("count a skipped event in"), self._begin() as conn:
+            self._count(conn, {_SKIP_PREFIX + reason: 1})
+            if event_name is not None or event_id is not None:
+                conn.execute(
+                    _SKIP,
+                    {
+                        "account": self.namespace,
+                        "at": _now(now),
+                        "reason": reason,
+                        "event_name": event_name,
+                        "event_id": event_id,
+                    },
+                )
+                conn.execute(_TRIM_SKIPS, {"account": self.namespace, "kept": SKIPS_KEPT})
+
+    def recent_skips(self, limit: int = 100) -> list[Skip]:
+        """The skipped events recorded with a name or id, newest first."""
+        if limit <= 0:
+            return []
+        params = {"account": self.namespace, "limit": min(limit, SKIPS_KEPT)}
+        with self._errors("read the skipped events of"), self._begin() as conn:
+            rows = conn.execute(_RECENT_SKIPS, params).all()
+        return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
+
+    def record_tag(
+        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+    ) -> None:
+        """Remember the tag evidence of one event; the oldest go past ``EVIDENCE_KEPT``."""
+        params = {
+            "account": self.namespace,
+            "event_name": event_name,
+            "event_id": event_id,
+            "tag": fired,
+            "at": _now(now),
+        }
+        with self._errors("store tag evidence in"), self._begin() as conn:
+            conn.execute(_TAG, params)
+            conn.execute(_TRIM_EVIDENCE, {"account": self.namespace, "kept": EVIDENCE_KEPT})
+
+    # -- reading -----------------------------------------------------------------------
+
+    def stats(self, *, now: float | None = None) -> OutboxStats:
+        now = _now(now)
+        account = {"account": self.namespace}
+        # One snapshot: the counts, the oldest entry and the counters agree.
+        with self._errors("read the statistics of"), self._begin("REPEATABLE READ") as conn:
+            counts = dict.fromkeys(_Status, 0)
+            for status, count in conn.execute(_COUNTS, account):
+                counts[_Status(status)] = int(count)
+            oldest = conn.execute(_OLDEST, account).scalar()
+            counters = {name: float(value) for name, value in conn.execute(_COUNTERS, account)}
+            errors = _errors_of(conn.execute(_ERRORS, account).scalar())
+        return OutboxStats(
+            pending=counts[_Status.PENDING],
+            in_flight=counts[_Status.IN_FLIGHT],
+            delivered=counts[_Status.DELIVERED],
+            dead=counts[_Status.DEAD],
+            oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
+            skipped={
+                name[len(_SKIP_PREFIX) :]: int(value)
+                for name, value in counters.items()
+                if name.startswith(_SKIP_PREFIX)
+            },
+            last_errors=[(when, message) for when, message in reversed(errors)],
+            duplicates=int(counters.get(_DUPLICATES, 0)),
+            lag_counts=[
+                int(counters.get(f"{_LAG_PREFIX}{i}", 0)) for i in range(len(LAG_BUCKETS) + 1)
+            ],
+            lag_sum=counters.get("lag_sum", 0.0),
+        )
+
+    def dead_letters(
+        self, limit: int = 100, *, reason: str | None = None, since: float | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, most recent first; ``reason`` matches exactly, ``since`` is inclusive."""
+        if limit <= 0:
+            return []
+        params = {"account": self.namespace, "limit": limit, "reason": reason, "since": since}
+        with self._errors("read the dead letters of"), self._begin() as conn:
+            rows = conn.execute(_DEAD_LETTERS, params).all()
+        return [
+            DeadLetter(str(id_), name, event_id, reason or "", died_at, attempts)
+            for id_, name, event_id, reason, died_at, attempts in rows
+        ]
+
+    def count_dead(self, *, reason: str | None = None, since: float | None = None) -> int:
+        """How many dead letters match (the same filters as :meth:`dead_letters`)."""
+        params = {"account": self.namespace, "reason": reason, "since": since}
+        with self._errors("count the dead letters of"), self._begin() as conn:
+            return int(conn.execute(_COUNT_DEAD, params).scalar() or 0)
+
+    def recent(self, limit: int = 100) -> list[LedgerEntry]:
+        """The ``limit`` most recently changed entries (delivered ones included), newest first."""
+        if limit <= 0:
+            return []
+        with self._errors("read the recent entries of"), self._begin() as conn:
+            rows = conn.execute(_RECENT, {"account": self.namespace, "limit": limit}).all()
+        return [_entry(row) for row in rows]
+
+    def entries_since(self, since: float, *, limit: int = 20_000) -> list[LedgerEntry]:
+        """Entries stored at or after ``since``, newest first, read through an index."""
+        if limit <= 0:
+            return []
+        params = {"account": self.namespace, "since": since, "limit": limit}
+        with self._errors("read the entries of"), self._begin() as conn:
+            rows = conn.execute(_SINCE, params).all()
+        return [_entry(row) for row in rows]
+
+    # -- operator actions --------------------------------------------------------------
+
+    def replay_dead(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        now: float | None = None,
+        as_offline: bool = False,
+    ) -> int:
+        """Make dead letters pending again (all when ``ids`` is None); see the protocol."""
+        now = _now(now)
+        rows = None if ids is None else sorted({row for row, _ in _parse_ids(ids)})
+        if rows == []:
+            return 0
+        params: dict[str, Any] = {"account": self.namespace, "now": now, "ids": rows}
+        with self._errors("replay the dead letters of"), self._begin() as conn:
+            if not as_offline:
+                statement = _REPLAY_ALL if rows is None else _REPLAY_IDS
+                return conn.execute(statement, params).rowcount
+            found = conn.execute(_DEAD_PAYLOADS, params).all()
+            if not found:
+                return 0
+            params["ids"] = [row for row, _ in found]
+            params["payloads"] = [as_offline_text(data) for _, data in found]
+            return conn.execute(_REPLAY_OFFLINE, params).rowcount
+
+    def prune(self, older_than: float, *, now: float | None = None) -> int:
+        """Delete delivered entries acknowledged more than ``older_than`` seconds ago.
+
+        Their ``(event_name, event_id)`` can then be enqueued again.
+
+        :returns: how many entries were deleted.
+        """
+        if older_than < 0:
+            raise ValueError(f"older_than must be positive, got {older_than}")
+        now = _now(now)
+        cutoff = now - older_than
+        account = self.namespace
+        with self._errors("prune"), self._begin() as conn:
+            evidence_cutoff = min(cutoff, now - EVIDENCE_TTL)
+            conn.execute(_PRUNE_EVIDENCE, {"account": account, "cutoff": evidence_cutoff})
+            return conn.execute(_PRUNE, {"account": account, "cutoff": cutoff}).rowcount
+
+    def close(self) -> None:
+        """Close this process's pooled connections; the next call opens new ones."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @contextmanager
+    def _begin(self, isolation: str | None = None) -> Iterator[Connection]:
+        """A pooled connection in a transaction, committed on success."""
+        self._ensure_schema()
+        with self._engine.connect() as conn:
+            if isolation is not None:
+                conn = conn.execution_options(isolation_level=isolation)
+            with conn.begin():
+                yield conn
+
+    def _ensure_schema(self) -> None:
+        """Create the tables when missing (once per process), and refuse newer ones."""
+        if self._ready:
+            return
+        with self._ready_lock, self._errors("create the tables of"):
+            if self._ready:
+                return
+            with self._engine.connect() as conn, conn.begin():
+                # Two processes starting at once must not both create the tables.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                metadata.create_all(conn, checkfirst=True)
+                stored = conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar()
+                if stored is None:
+                    conn.execute(
+                        meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                elif int(stored) > SCHEMA_VERSION:
+                    raise OutboxError(
+                        f"the dedupkit outbox at {self.location} was written by a newer dedupkit "
+                        f"(schema version {stored}, this one knows {SCHEMA_VERSION}): upgrade "
+                        "flask-dedupkit, or point DEDUPKIT_QUEUE_URL at another database"
+                    )
+                conn.execute(_ACCOUNT_ROW, {"account": self.namespace})
+            self._ready = True
+
+    def _count(self, conn: Connection, counts: Mapping[str, float]) -> None:
+        conn.execute(
+            _COUNT,
+            [{"account": self.namespace, "name": name, "value": n} for name, n in counts.items()],
+        )
+
+    def _log_error(self, conn: Connection, now: float, message: str) -> None:
+        account = {"account": self.namespace}
+        errors = _errors_of(conn.execute(_ERRORS_FOR_UPDATE, account).scalar())
+        # One failed batch reschedules its events in several calls: one entry is enough.
+        if errors and errors[-1][1] == message:
+            errors.pop()
+        errors = [*errors, (now, message)][-LAST_ERRORS_KEPT:]
+        conn.execute(_SET_ERRORS, {**account, "errors": json.dumps(errors)})
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sa_exc.SQLAlchemyError as exc:
+            if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+                self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF
+            original = getattr(exc, "orig", None) or exc
+            # The driver's first line: SQLAlchemy's own text repeats the statement.
+            text = str(original).strip().splitlines()[0] if str(original).strip() else ""
+            text = text.replace(self._engine.url.password or "\0", "***")
+            hint = next(
+                (h for words, h in _HINTS if words in text.lower()),
+                "check DEDUPKIT_QUEUE_URL, that PostgreSQL runs, and the user's rights",
+            )
+            raise OutboxError(
+                f"could not {action} the dedupkit outbox at {self.location}: {text} ({hint})"
+            ) from exc
+
+
+def connection_of(transaction: Session | scoped_session[Any] | Connection) -> Connection:
+    """The connection of a session's transaction (begun if none is), or the connection.
+
+    :raises TypeError: for anything else.
+    """
+    if isinstance(transaction, scoped_session):
+        transaction = transaction()
+    if isinstance(transaction, Session):
+        return transaction.connection()
+    if isinstance(transaction, Connection):
+        return transaction
+    raise TypeError(
+        "session= takes a SQLAlchemy Session (Flask-SQLAlchemy's db.session) or Connection, "
+        f"not {type(transaction).__name__}"
+    )
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise ConfigurationError(
+            "DEDUPKIT_QUEUE_URL is not a valid PostgreSQL URL: use "
+            "postgresql+psycopg://user:password@host:5432/database"
+        ) from exc
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigurationError("DEDUPKIT_QUEUE_URL is not a PostgreSQL URL")
+    # psycopg 3 is the driver the extra installs: "postgresql://" would ask for psycopg2, and
+    # "postgres://" (Heroku's spelling) for nothing SQLAlchemy knows.
+    parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(
+        parsed,
+        # A page's put never queues behind other threads for long: more connections are
+        # opened instead (and closed after use) while many threads use the outbox at once.
+        pool_size=5,
+        max_overflow=20,
+        pool_timeout=5,
+        # A connection the server closed (restart, idle timeout) is replaced, not failed on.
+        pool_pre_ping=False,
+        pool_recycle=3600,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "dedupkit"},
+    )
+
+
+def _forget_parent_connections(ref: weakref.ref[PostgresOutbox]) -> None:
+    """In a forked child: open new connections, without closing the parent's sockets."""
+    outbox = ref()
+    if outbox is not None:
+        outbox._engine.dispose(close=False)
+        outbox._ready_lock = threading.Lock()
+
+
+def _where(url: sa.URL) -> tuple[str, int, str]:
+    return (url.host or "localhost", url.port or 5432, url.database or "")
+
+
+def _entry(row: Sequence[Any]) -> LedgerEntry:
+    (name, event_id, status, attempts, event_time, changed_at, error, payload) = row[:8]
+    fields, created_at, value, currency, test, tag = row[8:]
+    return ledger_entry(
+        payload,
+        event_name=name,
+        event_id=event_id,
+        state=_STATES[_Status(status)],
+        attempts=attempts,
+        event_time=event_time,
+        updated_at=changed_at,
+        last_error=error,
+        fields=fields,
+        created_at=created_at,
+        value=value,
+        currency=currency,
+        test=test,
+        tag=tag,
+    )
+
+
+def _errors_of(text: str | None) -> list[tuple[float, str]]:
+    """Recent errors, oldest first."""
+    if not text:
+        return []
+    return [(float(when), str(message)) for when, message in json.loads(text)]
+
+
+def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
+    """``(row id, claim number or None)`` of each well-formed id; the others are ignored."""
+    parsed: list[tuple[int, int | None]] = []
+    for item in ids:
+        row, sep, claim = str(item).partition(":")
+        if row.isdigit() and (claim.isdigit() if sep else True) and len(row) < 19:
+            parsed.append((int(row), int(claim) if sep and len(claim) < 10 else None))
+    return parsed
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
