@@ -66,6 +66,7 @@ class DedupKit:
         event_source_url: str | None = None,
         user: Mapping[str, Any] | None = None,
         visitor: str | None = None,
+        session: Any = None,
         **event_data: Any,
     ) -> Event:
         """Record a conversion for the Conversions API and return it for the tag.
@@ -81,9 +82,18 @@ class DedupKit:
         the current request's. It is meant for webhooks, which are requests too, but from
         the payment provider; so it is accepted inside a request, and replaces its visitor.
 
+        ``session``, a SQLAlchemy ``Session`` (Flask-SQLAlchemy's ``db.session`` as is) or
+        ``Connection`` on the PostgreSQL database ``DEDUPKIT_QUEUE_URL`` names, writes the
+        event in that transaction: it is sent only if the transaction commits (the order
+        and its conversion commit together), and the sender is woken after the commit.
+
         :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
             (:class:`~dedupkit.visitor_token.InvalidVisitorToken`) for a visitor token that
             is altered, truncated, signed with another key or expired.
+        :raises ConfigurationError: with ``session`` when the outbox is not in that
+            session's PostgreSQL database.
+        :raises OutboxError: with ``session`` when the database refused the write (the
+            transaction has failed too: roll it back).
         """
         state = get_state()
         in_request = has_request_context()
@@ -105,7 +115,7 @@ class DedupKit:
         )
         if shopper is None and in_request:
             shopper = current_visitor(state)
-        return record(state, submission, shopper).event
+        return record(state, submission, shopper, transaction=session).event
 
     def ticket(
         self,

@@ -95,10 +95,14 @@ class Submission:
     page_gpc: bool = False
 
 
-def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
+def record(
+    state: State, submission: Submission, visitor: Visitor | None, *, transaction: Any = None
+) -> Recorded:
     """Build, check and store one event; the only way an event enters the outbox.
 
     :param visitor: the request's visitor, ``None`` outside a request (a worker, a webhook).
+    :param transaction: a SQLAlchemy session or connection to store the event in (see
+        :meth:`State.store_in`); ``None`` stores it on its own.
     :raises UnknownEventName: for a name that is no Pinterest, custom or advertiser event.
     :raises EventNotAllowed: for a browser-reported event outside ``BROWSER_EVENTS`` that
         carries no ticket; :class:`~dedupkit.tickets.TicketRefused` for a ticket that is
@@ -157,7 +161,7 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
-    stored = state.store(payload)
+    stored = state.store(payload) if transaction is None else state.store_in(transaction, payload)
     return Recorded(event, _OUTCOMES[stored])
 
 

@@ -18,7 +18,7 @@ from flask import Flask, current_app
 
 from . import tickets
 from .client import CapiClient
-from .errors import OutboxError
+from .errors import ConfigurationError, OutboxError
 from .event_names import EventNames
 from .fallback import Fallback
 from .outbox import Outbox, open_outbox
@@ -141,6 +141,26 @@ class State:
             return Stored.KEPT_IN_MEMORY
         if queued:
             self._deliver_soon()
+        return Stored.QUEUED if queued else Stored.DUPLICATE
+
+    def store_in(self, transaction: Any, payload: Mapping[str, Any]) -> Stored:
+        """Queue one CAPI event in the caller's database transaction (``kit.track(...,
+        session=db.session)``): it commits with the order or vanishes with it, and the
+        sender is woken once it has committed. No fallback: a failure is the caller's.
+
+        :raises ConfigurationError: the outbox is not in a database (not PostgreSQL), or not
+            in the one ``transaction`` uses.
+        :raises OutboxError: the database refused the write (the transaction has failed).
+        """
+        put_in = getattr(self.outbox, "put_in", None)
+        if put_in is None:
+            raise ConfigurationError(
+                "kit.track(session=…) writes the event in your database transaction, which "
+                "needs the outbox in that PostgreSQL database: set DEDUPKIT_QUEUE_URL="
+                "postgresql+psycopg://… (the outbox is "
+                f"{redacted_url(self.queue_url)}), or call track() without session="
+            )
+        queued: bool = put_in(transaction, payload, after_commit=self._deliver_soon)
         return Stored.QUEUED if queued else Stored.DUPLICATE
 
     def _deliver_soon(self) -> None:

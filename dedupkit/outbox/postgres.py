@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,6 +56,8 @@ from .base import (
     stored_entry,
     summary_of,
 )
+
+logger = logging.getLogger("dedupkit")
 
 #: The version of the tables below; an outbox written by a newer dedupkit is refused.
 SCHEMA_VERSION = 1
@@ -374,6 +377,8 @@ class PostgresOutbox:
         if self._owns_engine:
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forget_parent_connections(ref))
+            # An app dropped without close() (tests, reloads) closes its connections too.
+            weakref.finalize(self, self._engine.dispose)
 
     def __repr__(self) -> str:
         return f"<PostgresOutbox {self.location} namespace={self.namespace!r}>"
@@ -411,9 +416,15 @@ class PostgresOutbox:
         payload: Mapping[str, Any],
         *,
         now: float | None = None,
+        after_commit: Callable[[], None] | None = None,
     ) -> bool:
         """Store an event in the caller's transaction: it commits with the caller's work and
         vanishes if that rolls back. ``False`` if ``(event_name, event_id)`` was stored.
+
+        :param after_commit: called once the session's transaction has committed (never
+            after a rollback), e.g. to wake the sender; with a bare ``Connection``, which
+            tells nobody when it commits, it is not called: senders find the event at their
+            next poll.
 
         :param transaction: a SQLAlchemy :class:`~sqlalchemy.orm.Session` (Flask-SQLAlchemy's
             ``db.session`` as is) or :class:`~sqlalchemy.engine.Connection` on this outbox's
@@ -426,7 +437,10 @@ class PostgresOutbox:
         with self._errors("store an event in"):
             conn = connection_of(transaction)
             self._check_same_database(conn)
-            return self._insert(conn, params)
+            queued = self._insert(conn, params)
+        if queued and after_commit is not None:
+            call_after_commit(transaction, after_commit)
+        return queued
 
     def _put_params(self, payload: Mapping[str, Any], now: float | None) -> dict[str, Any]:
         name, event_id, text = stored_entry(payload)
@@ -824,6 +838,43 @@ def connection_of(transaction: Session | scoped_session[Any] | Connection) -> Co
         "session= takes a SQLAlchemy Session (Flask-SQLAlchemy's db.session) or Connection, "
         f"not {type(transaction).__name__}"
     )
+
+
+#: ``Session.info`` key of the callbacks waiting for the session's commit.
+_AFTER_COMMIT = "dedupkit_after_commit"
+
+
+def call_after_commit(
+    transaction: Session | scoped_session[Any] | Connection, callback: Callable[[], None]
+) -> None:
+    """Call ``callback`` once the session's current transaction commits; a rollback forgets
+    it. A bare ``Connection`` has no such event: nothing is called."""
+    if isinstance(transaction, scoped_session):
+        transaction = transaction()
+    if not isinstance(transaction, Session):
+        return
+    waiting: list[Callable[[], None]] | None = transaction.info.get(_AFTER_COMMIT)
+    if waiting is None:
+        waiting = transaction.info[_AFTER_COMMIT] = []
+        # On this session only, for its lifetime (Flask-SQLAlchemy makes one per request).
+        sa.event.listen(transaction, "after_commit", _run_after_commit)
+        sa.event.listen(transaction, "after_rollback", _forget_after_commit)
+    if callback not in waiting:
+        waiting.append(callback)
+
+
+def _run_after_commit(session: Session) -> None:
+    waiting: list[Callable[[], None]] = session.info.get(_AFTER_COMMIT, [])
+    callbacks, waiting[:] = list(waiting), []
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a wake-up must never fail the shop's commit
+            logger.exception("dedupkit: a callback after the session's commit failed")
+
+
+def _forget_after_commit(session: Session) -> None:
+    session.info.get(_AFTER_COMMIT, []).clear()
 
 
 def _create_engine(url: str) -> Engine:
