@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
@@ -373,7 +374,8 @@ class PostgresOutbox:
         self.location = self._engine.url.render_as_string(hide_password=True)
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._unreachable_until = 0.0
+        #: Until when timed puts fail at once, and the error that made them.
+        self._unreachable = (0.0, "")
         if self._owns_engine:
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _forget_parent_connections(ref))
@@ -400,11 +402,9 @@ class PostgresOutbox:
             unreachable a moment ago a timed put fails at once.
         """
         params = self._put_params(payload, now)
-        if timeout is not None and time.monotonic() < self._unreachable_until:
-            raise OutboxError(
-                f"the dedupkit outbox at {self.location} was unreachable less than "
-                f"{UNREACHABLE_BACKOFF:g} s ago"
-            )
+        until, why = self._unreachable
+        if timeout is not None and time.monotonic() < until:
+            raise OutboxError(f"{why}; not tried again for {UNREACHABLE_BACKOFF:g} s")
         with self._errors("store an event in"), self._begin() as conn:
             if timeout is not None:
                 conn.execute(_TIMEOUTS, {"ms": f"{max(1, round(timeout * 1000))}ms"})
@@ -808,8 +808,6 @@ class PostgresOutbox:
         try:
             yield
         except sa_exc.SQLAlchemyError as exc:
-            if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-                self._unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF
             original = getattr(exc, "orig", None) or exc
             # The driver's first line: SQLAlchemy's own text repeats the statement.
             text = str(original).strip().splitlines()[0] if str(original).strip() else ""
@@ -818,9 +816,10 @@ class PostgresOutbox:
                 (h for words, h in _HINTS if words in text.lower()),
                 "check DEDUPKIT_QUEUE_URL, that PostgreSQL runs, and the user's rights",
             )
-            raise OutboxError(
-                f"could not {action} the dedupkit outbox at {self.location}: {text} ({hint})"
-            ) from exc
+            message = f"could not {action} the dedupkit outbox at {self.location}: {text} ({hint})"
+            if _lost_connection(exc):
+                self._unreachable = (time.monotonic() + UNREACHABLE_BACKOFF, message)
+            raise OutboxError(message) from exc
 
 
 def connection_of(transaction: Session | scoped_session[Any] | Connection) -> Connection:
@@ -902,6 +901,15 @@ def _create_engine(url: str) -> Engine:
         pool_recycle=3600,
         connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "dedupkit"},
     )
+
+
+def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
+    """Whether the database could not be reached (not a statement it refused): a connection
+    that failed or was cut has no SQLSTATE, which the server gives every error it reports."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    original = getattr(exc, "orig", None)
+    return isinstance(original, psycopg.OperationalError) and original.sqlstate is None
 
 
 def _forget_parent_connections(ref: weakref.ref[PostgresOutbox]) -> None:
