@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/postgres.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache
