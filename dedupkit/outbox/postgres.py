@@ -67,8 +67,8 @@ LAST_ERRORS_KEPT = 10
 #: After a failed connection, timed puts fail at once for this long instead of each waiting
 #: for the connect timeout: a page never waits on a database that is down.
 UNREACHABLE_BACKOFF = 1.0
-#: Seconds to wait for a connection (libpq's smallest connect timeout is 2).
-CONNECT_TIMEOUT = 5
+#: Seconds to wait for a new connection: libpq's smallest (a refused one fails at once).
+CONNECT_TIMEOUT = 2
 #: The key of the advisory lock that serialises creating the tables.
 _SCHEMA_LOCK = 0x64656475  # "dedu"
 
