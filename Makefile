@@ -24,7 +24,9 @@ $(DEMO_STAMP): pyproject.toml
 
 ## demo: the storefront on http://127.0.0.1:5000 with an embedded fake Pinterest
 ## (another port: PORT=5001 make demo)
+## (on PostgreSQL: DEDUPKIT_QUEUE_URL=postgresql+psycopg://user@host/db make demo)
 demo: $(DEMO_STAMP)
+	$(if $(findstring postgres,$(DEDUPKIT_QUEUE_URL)),$(BIN)/python -m pip install -q -e '.[testing,postgres]')
 	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
 ## test: system packages (Chromium, redis-server, PostgreSQL) when we can install them, then the whole suite
@@ -63,4 +65,4 @@ clean:
 
 ## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
 minify: $(STAMP)
-	$(BIN)/python -c "from dedupkit.assets import write_minified; print(*write_minified())"
+	$(BIN)/python -c "from dedupkit.web.assets import write_minified; print(*write_minified())"

@@ -118,9 +118,9 @@ class Bench:
     def __init__(self, server: Server, events: int, workdir: Path) -> None:
         import httpx
 
-        from dedupkit.client import CapiClient
-        from dedupkit.event import build_event
-        from dedupkit.user_data import UserDataHasher
+        from dedupkit.delivery.client import CapiClient
+        from dedupkit.event.model import build_event
+        from dedupkit.event.user_data import UserDataHasher
 
         self.server = server
         self.workdir = workdir
@@ -199,10 +199,10 @@ class Bench:
 
     def stages(self) -> float:
         """B: the same work as A, piece by piece, each piece timed on its own."""
-        from dedupkit.client import Outcome, classify_response, encode_batch
-        from dedupkit.event import build_event
+        from dedupkit.delivery.client import Outcome, classify_response, encode_batch
+        from dedupkit.event.model import build_event
+        from dedupkit.event.user_data import UserDataHasher
         from dedupkit.outbox import SQLiteOutbox
-        from dedupkit.user_data import UserDataHasher
 
         directory = self._fresh_dir()
         outbox = SQLiteOutbox(directory / "outbox.sqlite3")

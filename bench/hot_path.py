@@ -217,8 +217,8 @@ def enqueue_run(path: Path, first: Any, payloads: Sequence[Any]) -> tuple[float,
 
 
 def payloads_for(traffic: Traffic, mode: str) -> list[Any]:
-    from dedupkit.event import build_event
-    from dedupkit.user_data import UserDataHasher
+    from dedupkit.event.model import build_event
+    from dedupkit.event.user_data import UserDataHasher
 
     hasher = UserDataHasher(phone_region="US")
     return [
@@ -247,8 +247,8 @@ def main() -> int:
     args = parser.parse_args()
     n = args.requests
 
-    from dedupkit.bots import is_bot
-    from dedupkit.user_data import UserDataHasher
+    from dedupkit.event.user_data import UserDataHasher
+    from dedupkit.intake.bots import is_bot
 
     # Index 0 is the warm-up request; then each rep gets n requests for the views and n
     # others for the direct measurements: in the realistic mode no user agent or customer

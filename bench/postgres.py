@@ -127,7 +127,7 @@ def running_postgres() -> Iterator[str]:
 def payloads(count: int) -> list[dict[str, Any]]:
     """``count`` realistic checkout events (hashed PII, line items), distinct event ids."""
     from dedupkit.event import build_event
-    from dedupkit.user_data import UserDataHasher
+    from dedupkit.event.user_data import UserDataHasher
 
     hasher = UserDataHasher(phone_region="US")
     built = []
@@ -245,9 +245,9 @@ def sender_process(
     url: str, namespace: str, api_base_url: str, ready: Any, go: Any, stop: Any
 ) -> None:
     """One host's sender: ``run_once`` in a loop until ``stop``."""
-    from dedupkit.client import CapiClient
+    from dedupkit.delivery.client import CapiClient
+    from dedupkit.delivery.sender import Sender
     from dedupkit.outbox import open_outbox
-    from dedupkit.sender import Sender
 
     outbox = open_outbox(url, namespace=namespace)
     client = CapiClient(ad_account_id=AD_ACCOUNT_ID, token=TOKEN, base_url=api_base_url)

@@ -67,8 +67,8 @@ WARMUP = 20
 
 def base_payloads(traffic: Traffic) -> list[dict[str, Any]]:
     """``DISTINCT`` CAPI checkout events of distinct customers, their event id a placeholder."""
-    from dedupkit.event import build_event
-    from dedupkit.user_data import UserDataHasher
+    from dedupkit.event.model import build_event
+    from dedupkit.event.user_data import UserDataHasher
 
     hasher = UserDataHasher(phone_region="US")
     return [

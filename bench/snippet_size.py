@@ -11,7 +11,7 @@ from pathlib import Path
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 #: (file, measure, budget in bytes): the files served and inlined (the minified ones), with the
-#: same budgets as tests/test_snippet_size.py.
+#: same budgets as tests/web/test_snippet_size.py.
 BUDGETS = [
     ("dedupkit.min.js", "gzip", 1536),
     ("dedupkit-stub.min.js", "raw", 420),

@@ -6,14 +6,15 @@ The Pinterest Tag in the browser and the Conversions API on the server carry one
 
 from __future__ import annotations
 
-from .client import CapiClient as CapiClient
+from .delivery.client import CapiClient as CapiClient
+from .errors import BeaconRefused as BeaconRefused
 from .errors import ConfigurationError as ConfigurationError
 from .errors import DedupKitError as DedupKitError
 from .errors import InvalidEvent as InvalidEvent
 from .errors import OutboxError as OutboxError
 from .errors import UnknownEventName as UnknownEventName
-from .event import Event as Event
-from .event import build_event as build_event
+from .event.model import Event as Event
+from .event.model import build_event as build_event
 from .extension import DedupKit as DedupKit
 from .signals import delivery_paused as delivery_paused
 from .signals import delivery_resumed as delivery_resumed
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 # app sets up.
 
 __all__ = [
+    "BeaconRefused",
     "CapiClient",
     "ConfigurationError",
     "DedupKit",

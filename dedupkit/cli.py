@@ -21,11 +21,11 @@ import click
 from flask.cli import AppGroup
 
 from . import logs
+from .delivery.sender import CREDENTIALS, EXPIRED
 from .errors import ConfigurationError, DedupKitError, OutboxError
-from .event import build_event
+from .event.model import build_event
 from .outbox import DeadLetter, Outbox, Pause
-from .sender import CREDENTIALS, EXPIRED
-from .settings import redacted_url
+from .redaction import redacted_url
 from .state import State, get_state
 
 #: Dead letters replayed per outbox call, so a large replay shows progress.

@@ -7,15 +7,16 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
-from . import logs, tickets, visitor_token
+from . import logs
 from . import settings as settings_module
-from .blueprint import blueprint
 from .cli import cli
-from .event import Event
-from .intake import Submission, current_visitor, record, remember_click_id, start_delivery
-from .page_url import clean_page_url
+from .event.model import Event
+from .event.page_url import clean_page_url
+from .intake import tickets, visitor_token
+from .intake.record import Submission, current_visitor, record, remember_click_id, start_delivery
 from .state import EXTENSION_KEY, State, get_state
-from .templating import TemplateHelpers
+from .web.blueprint import blueprint
+from .web.templating import TemplateHelpers
 
 
 class DedupKit:
@@ -88,7 +89,7 @@ class DedupKit:
         and its conversion commit together), and the sender is woken after the commit.
 
         :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
-            (:class:`~dedupkit.visitor_token.InvalidVisitorToken`) for a visitor token that
+            (:class:`~dedupkit.intake.visitor_token.InvalidVisitorToken`) for a visitor token that
             is altered, truncated, signed with another key or expired.
         :raises ConfigurationError: with ``session`` when the outbox is not in that
             session's PostgreSQL database.
@@ -138,7 +139,10 @@ class DedupKit:
             ``SECRET_KEY``).
         :raises InvalidEvent: for an unknown name or a malformed value, currency or order id.
         """
-        return get_state().mint_ticket(
+        state = get_state()
+        return tickets.mint(
+            state.signing_keys(),
+            state.names,
             name,
             order_id=order_id,
             value=value,

@@ -12,7 +12,7 @@ would handle it, i.e. has a level at or below the record's. ``logging.basicConfi
 ``dictConfig`` with a root handler, a handler (a ``NullHandler`` to silence) on
 ``dedupkit``: each routes the records elsewhere and this handler stays quiet.
 
-Warnings are rate-limited by :class:`RateLimit`, keyed on the message template, so a storm
+Warnings are rate-limited by :class:`Throttle`, keyed on the message template, so a storm
 (a broken outbox, every event refused) is one line a minute per kind, not one per event.
 """
 
@@ -36,13 +36,13 @@ INTERVAL = 60.0
 FORMAT = "[%(asctime)s] %(levelname)s in %(name)s: %(message)s"
 
 
-class RateLimit(logging.Filter):
+class Throttle(logging.Filter):
     """Let one record per ``(logger, level, message template)`` through per ``interval``.
 
     Records below ``min_level`` always pass (a worker's per-batch INFO lines are one per
     batch already). The first record after a quiet spell carries ``dedupkit_suppressed``,
     the number of its kind dropped since the last one written, which :class:`StderrHandler`
-    appends. Add it to your own handlers too: ``handler.addFilter(RateLimit())``.
+    appends. Add it to your own handlers too: ``handler.addFilter(Throttle())``.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.setLevel(level)
         self.setFormatter(logging.Formatter(FORMAT))
-        self.addFilter(RateLimit())
+        self.addFilter(Throttle())
 
     @property
     def stream(self) -> TextIO:

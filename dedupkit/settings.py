@@ -24,12 +24,17 @@ from urllib.parse import urlsplit
 import httpx
 from flask import Request
 
-from .client import DEFAULT_API_BASE_URL, MAX_BATCH_SIZE
 from .errors import ConfigurationError
-from .privacy import check_mode
+from .event.limits import MAX_BATCH_SIZE
 from .ratelimit import parse_rate
+from .redaction import redacted_url as redacted_url
 
 logger = logging.getLogger("dedupkit")
+
+#: Pinterest's production API root.
+DEFAULT_API_BASE_URL = "https://api.pinterest.com/v5"
+#: What ``DEDUPKIT_GPC`` may say a GPC signal does (see :mod:`dedupkit.intake.privacy`).
+GPC_MODES = ("ldp", "opt_out", "ignore")
 
 #: Prefix of every key in ``app.config`` and the environment.
 PREFIX = "DEDUPKIT_"
@@ -107,11 +112,11 @@ class Settings:
     batch_size: int = MAX_BATCH_SIZE
     http_timeout: float = 10.0
     partner_name: str | None = None
-    #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY`` (dedupkit.tickets).
+    #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY`` (dedupkit.signing).
     secret_key: str | None = field(default=None, repr=False)
     #: Old signing keys that still verify, oldest first (like Flask's ``SECRET_KEY_FALLBACKS``).
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
-    #: What a GPC signal does: ``"ldp"``, ``"opt_out"`` or ``"ignore"`` (dedupkit.privacy).
+    #: What a GPC signal does: ``"ldp"``, ``"opt_out"`` or ``"ignore"`` (dedupkit.intake.privacy).
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
@@ -374,7 +379,11 @@ def _check(settings: Settings) -> None:
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)
-    check_mode(settings.gpc)
+    if settings.gpc not in GPC_MODES:
+        raise ConfigurationError(
+            f"DEDUPKIT_GPC must be one of {', '.join(repr(m) for m in GPC_MODES)}, "
+            f"got {settings.gpc!r}"
+        )
     parse_rate(settings.rate_limit)
 
 
@@ -428,11 +437,3 @@ def _check_postgres_url(url: str) -> None:
             "DEDUPKIT_QUEUE_URL: a PostgreSQL outbox URL names a host and a database: "
             "postgresql+psycopg://user:password@host:5432/database"
         )
-
-
-def redacted_url(url: str) -> str:
-    """``url`` fit for logs: a Redis or PostgreSQL URL may carry a password."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url

@@ -16,16 +16,17 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import tickets
-from .client import CapiClient
+from . import signing
+from .delivery.client import CapiClient
+from .delivery.sender import BackgroundSender, Sender
 from .errors import ConfigurationError, OutboxError
-from .event_names import EventNames
-from .fallback import Fallback
+from .event.names import EventNames
+from .event.user_data import UserDataHasher
 from .outbox import Outbox, open_outbox
+from .outbox.fallback import Fallback
 from .ratelimit import limiter_for
-from .sender import BackgroundSender, Sender
-from .settings import Settings, redacted_url
-from .user_data import UserDataHasher
+from .redaction import redacted_url
+from .settings import Settings
 
 logger = logging.getLogger("dedupkit")
 
@@ -42,7 +43,7 @@ class Stored(enum.Enum):
 
     QUEUED = "queued"
     DUPLICATE = "duplicate"
-    #: The outbox failed: the event waits in memory (see :mod:`dedupkit.fallback`).
+    #: The outbox failed: the event waits in memory (see :mod:`dedupkit.outbox.fallback`).
     KEPT_IN_MEMORY = "kept_in_memory"
 
 
@@ -90,11 +91,7 @@ class State:
 
         :raises ConfigurationError: when no key is set.
         """
-        return tickets.signing_keys(self.app, self.settings)
-
-    def mint_ticket(self, name: str, **fields: Any) -> str:
-        """A signed ticket for one browser-reported event (see :func:`dedupkit.tickets.mint`)."""
-        return tickets.mint(self.signing_keys(), self.names, name, **fields)
+        return signing.signing_keys(self.app, self.settings)
 
     def make_client(self, *, test_mode: bool | None = None) -> CapiClient:
         """A Conversions API client with this app's credentials."""

@@ -39,7 +39,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from dedupkit import DedupKit, Event
-from dedupkit.event import build_event
+from dedupkit.event.model import build_event
 from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import Conversion, FakePinterest

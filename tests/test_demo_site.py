@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import demo_site
+from dedupkit.event.user_data import sha256_hex
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
-from dedupkit.user_data import sha256_hex
 from demo_site import create_app
 from demo_site.database_orders import DatabaseOrders
 

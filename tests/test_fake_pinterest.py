@@ -20,7 +20,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from dedupkit.client import BatchResult, CapiClient, Outcome
+from dedupkit.delivery.client import BatchResult, CapiClient, Outcome
 from dedupkit.spec import load_request_schema, load_response_schema
 from dedupkit.testing import (
     Conversion,
@@ -184,7 +184,7 @@ def test_start_stop_restart_keeps_records() -> None:
 )
 def test_constructor_rejects_bad_credentials(options: dict[str, str]) -> None:
     with pytest.raises(ValueError):
-        FakePinterest(**options)
+        FakePinterest(**options)  # type: ignore[arg-type]
 
 
 def test_stop_is_prompt_while_an_answer_is_delayed(fake: FakePinterest) -> None:
@@ -1163,7 +1163,12 @@ def run_command_line(stderr: Any) -> None:
         env=_env(),
     )
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()])
+
+    def read_lines() -> None:
+        for line in process.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines)
     reader.start()
     try:
         printed = {}

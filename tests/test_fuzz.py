@@ -20,13 +20,13 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedupkit.beacon import parse_beacon
-from dedupkit.custom_data import LINE_ITEM_FIELDS, TAG_FIELDS
 from dedupkit.errors import InvalidEvent
-from dedupkit.event import build_event
-from dedupkit.limits import check_capi_event
+from dedupkit.event.data import LINE_ITEM_FIELDS, TAG_FIELDS
+from dedupkit.event.limits import check_capi_event
+from dedupkit.event.model import build_event
+from dedupkit.event.wire import encode_event
+from dedupkit.intake.beacon import parse_beacon
 from dedupkit.testing.schema import request_errors
-from dedupkit.wire import encode_event
 
 from .conftest import CHROME_UA, AppFactory, kit_for, queued, shopper_request
 

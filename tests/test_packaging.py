@@ -62,7 +62,7 @@ def test_the_installed_wheel_is_flask_dedupkit_and_serves_the_snippet(tmp_path: 
     metadata = Parser().parsestr(zipfile.ZipFile(wheel).read(f"{info}/METADATA").decode())
     assert (metadata["Name"], metadata["Version"]) == ("flask-dedupkit", version)
     assert metadata["License-Expression"] == "MIT"
-    assert {"redis", "testing", "metrics"} <= set(metadata.get_all("Provides-Extra"))
+    assert {"redis", "testing", "metrics"} <= set(metadata.get_all("Provides-Extra") or ())
     entry_points = zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
     assert "dedupkit = dedupkit.cli:cli" in entry_points
     [sdist] = dist.glob("flask_dedupkit-*.tar.gz")
@@ -102,5 +102,5 @@ def test_the_installed_wheel_is_flask_dedupkit_and_serves_the_snippet(tmp_path: 
         capture_output=True,
         text=True,
     )
-    # What is served is the minified twin (dedupkit.assets).
+    # What is served is the minified twin (dedupkit.web.assets).
     assert served.stdout == (ROOT / "static" / "dedupkit.min.js").read_text("utf-8")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from ..wire import encode_event
+from ..event.wire import encode_event
 
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
 #: bloat the store.
@@ -111,7 +111,7 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def as_offline_text(raw: str) -> str:
     """A stored payload's text with ``action_source`` set to ``"offline"``, re-encoded with
-    :func:`~dedupkit.wire.encode_event`; text that does not decode to an object is kept."""
+    :func:`~dedupkit.event.wire.encode_event`; text that does not decode to an object is kept."""
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -299,7 +299,7 @@ class Outbox(Protocol):
     def put(
         self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
     ) -> bool:
-        """Store an event as :func:`~dedupkit.wire.encode_event`'s text; ``False`` if
+        """Store an event as :func:`~dedupkit.event.wire.encode_event`'s text; ``False`` if
         ``(event_name, event_id)`` was already stored (counted in
         :attr:`OutboxStats.duplicates`).
 

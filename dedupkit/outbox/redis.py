@@ -58,6 +58,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, OutboxError
+from ..redaction import REDACTED, redact
 from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
@@ -561,9 +562,10 @@ class RedisOutbox:
         return self._client
 
     def _redact(self, message: str) -> str:
+        # A Redis password may be short: replaced however short, then the usual rules.
         for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
+            message = message.replace(secret, REDACTED)
+        return redact(message, limit=1000)
 
     @contextlib.contextmanager
     def _failing(self, action: str) -> Iterator[None]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..client import MAX_BODY_BYTES
+from ..delivery.client import MAX_BODY_BYTES
 from .answers import (
     Verdict,
     batch_body,

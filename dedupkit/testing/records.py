@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnknownEventName
-from ..event_names import STANDARD
+from ..event.names import STANDARD
 
 #: ``Conversion.sources`` members.
 TAG = "tag"
@@ -77,7 +77,7 @@ class RejectedRequest:
 class Conversion:
     """What Pinterest would count once: tag and CAPI events sharing (CAPI name, event_id)."""
 
-    #: The CAPI spelling (tag names resolved through :data:`dedupkit.event_names.STANDARD`).
+    #: The CAPI spelling (tag names resolved through :data:`dedupkit.event.names.STANDARD`).
     event_name: str
     #: ``None`` for a tag call without an event_id, which nothing can be deduplicated with.
     event_id: str | None

@@ -12,10 +12,10 @@ import sys
 import threading
 from typing import Any
 
-from dedupkit.client import CapiClient
+from dedupkit.delivery.client import CapiClient
+from dedupkit.delivery.sender import BackgroundSender, Sender
 from dedupkit.outbox.base import Claimed
 from dedupkit.outbox.sqlite import SQLiteOutbox
-from dedupkit.sender import BackgroundSender, Sender
 
 looked = threading.Event()
 

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dedupkit.client import BatchResult, CapiClient
+from dedupkit.delivery.client import BatchResult, CapiClient
+from dedupkit.delivery.retry import RetryPolicy
+from dedupkit.delivery.sender import Sender
 from dedupkit.outbox import open_outbox
-from dedupkit.retry import RetryPolicy
-from dedupkit.sender import Sender
 
 
 class CountingClient:

@@ -1,0 +1,161 @@
+"""Coverage at a glance: how well the events sent over the last hour and day can be matched.
+
+Computed from :meth:`~dedupkit.outbox.base.Outbox.entries_since`, which reads at most
+:data:`SCAN_LIMIT` entries through an index (SQLite) or the ``born`` set (Redis), and only
+their stored summaries, never a payload: the cost is bounded whatever the traffic. Past the
+limit the figures are those of the newest entries, and say so (``sampled``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..outbox.base import EntryState, LedgerEntry
+from .verdicts import DEDUP_WINDOW, Verdict, advice_for, judge
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+#: Entries read at most per summary.
+SCAN_LIMIT = 20_000
+#: The identity signals Pinterest matches on, and the ``user_data`` keys that make each.
+SIGNALS: dict[str, tuple[str, ...]] = {
+    "click_id": ("click_id",),
+    "email": ("em",),
+    "ip_ua": ("client_ip_address", "client_user_agent"),
+    "external_id": ("external_id",),
+}
+#: How each signal is named on the page.
+SIGNAL_NAMES = {
+    "click_id": "click id",
+    "email": "hashed e-mail",
+    "ip_ua": "IP + user agent",
+    "external_id": "external id",
+}
+CHECKOUT = "checkout"
+
+
+def summarize(
+    entries: Sequence[LedgerEntry],
+    *,
+    now: float,
+    test_mode: bool = False,
+    sampled: bool = False,
+) -> dict[str, Any]:
+    """The coverage summary of ``entries`` (newest first, as ``entries_since`` gives them),
+    as JSON-ready values: per window, the headline, and hourly verdicts for the chart."""
+    judged = [(entry, judge(entry, now=now, test_mode=test_mode).verdict) for entry in entries]
+    hour = [(e, v) for e, v in judged if _stored(e) >= now - HOUR]
+    day = [(e, v) for e, v in judged if _stored(e) >= now - DAY]
+    windows = {"hour": _window(hour, now), "day": _window(day, now)}
+    # Both windows are cut alike when the scan stopped at the limit.
+    oldest = _stored(entries[-1]) if entries else now
+    for name, window in windows.items():
+        span = HOUR if name == "hour" else DAY
+        window["sampled"] = sampled and oldest > now - span
+    return {
+        "windows": windows,
+        "headline": headline(windows["day"], day),
+        "timeline": timeline(judged, now),
+        "signals": SIGNAL_NAMES,
+    }
+
+
+def _window(judged: Sequence[tuple[LedgerEntry, Verdict]], now: float) -> dict[str, Any]:
+    by_event: dict[str, Counter[str]] = defaultdict(Counter)
+    for entry, _ in judged:
+        counts = by_event[entry.event_name]
+        counts["events"] += 1
+        present = set(entry.user_fields)
+        for signal, keys in SIGNALS.items():
+            if present.issuperset(keys):
+                counts[signal] += 1
+    revenue: defaultdict[str, float] = defaultdict(float)
+    lags: list[float] = []
+    for entry, verdict in judged:
+        if entry.state is not EntryState.DELIVERED:
+            continue
+        if verdict is not Verdict.TEST and entry.event_name == CHECKOUT and entry.value:
+            revenue[entry.currency or "?"] += entry.value
+        lags.append(max(0.0, entry.updated_at - _born(entry)))
+    lags.sort()
+    verdicts = Counter(verdict.value for _, verdict in judged)
+    return {
+        "events": len(judged),
+        "verdicts": {
+            v.value: verdicts.get(v.value, 0) for v in Verdict if v is not Verdict.TAG_ONLY
+        },
+        "by_event": {
+            name: {
+                "events": counts["events"],
+                **{s: round(counts[s] / counts["events"], 4) for s in SIGNALS},
+            }
+            for name, counts in sorted(by_event.items())
+        },
+        "revenue": {cur: round(total, 2) for cur, total in sorted(revenue.items())},
+        "lag_p50": _percentile(lags, 0.50),
+        "lag_p95": _percentile(lags, 0.95),
+        "late": sum(1 for lag in lags if lag > DEDUP_WINDOW),
+    }
+
+
+def headline(day: dict[str, Any], judged: Sequence[tuple[LedgerEntry, Verdict]]) -> str:
+    """One sentence a merchant can act on, from the last day's figures."""
+    if not day["events"]:
+        return "No events in the last day."
+    by_event = day["by_event"]
+    name = CHECKOUT if CHECKOUT in by_event else max(by_event, key=lambda n: by_event[n]["events"])
+    noun = "checkouts" if name == CHECKOUT else f"{name.replace('_', ' ')} events"
+    parts = [f"{_percent(by_event[name]['click_id'])} of {noun} carry the click id"]
+    failed = Counter(e.last_error or "refused" for e, v in judged if v is Verdict.FAILED)
+    if failed:
+        count = sum(failed.values())
+        reason, _ = failed.most_common(1)[0]
+        what = "conversion" if count == 1 else "conversions"
+        parts.append(f"{count} {what} failed: {advice_for(reason)}")
+    else:
+        parts.append("none failed")
+    if day["late"]:
+        parts.append(f"{day['late']} delivered after the one-hour dedup deadline")
+    tested = day["verdicts"].get(Verdict.TEST.value, 0)
+    if tested:
+        parts.append(f"{tested} sent in test mode, not recorded by Pinterest")
+    return "; ".join(parts) + "."
+
+
+def timeline(
+    judged: Iterable[tuple[LedgerEntry, Verdict]], now: float, hours: int = 24
+) -> list[dict[str, int]]:
+    """Verdict counts per hour over the last ``hours``, oldest first, for the chart."""
+    buckets: list[Counter[str]] = [Counter() for _ in range(hours)]
+    for entry, verdict in judged:
+        age = now - _stored(entry)
+        if 0 <= age < hours * HOUR:
+            buckets[hours - 1 - int(age // HOUR)][verdict.value] += 1
+    return [dict(bucket) for bucket in buckets]
+
+
+def _stored(entry: LedgerEntry) -> float:
+    """When the entry entered the outbox: what the windows are cut by."""
+    return entry.created_at if entry.created_at is not None else entry.updated_at
+
+
+def _born(entry: LedgerEntry) -> float:
+    """When the event happened: what its lag and deadline count from."""
+    if entry.event_time is not None:
+        return entry.event_time
+    return entry.created_at if entry.created_at is not None else entry.updated_at
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank percentile, ``None`` of nothing."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return round(sorted_values[rank - 1], 3)
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.0f}%"

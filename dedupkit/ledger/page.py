@@ -1,0 +1,228 @@
+"""The dedup ledger at ``{prefix}/debug``: was every conversion counted once?
+
+Shows a verdict per event (:mod:`dedupkit.ledger.verdicts`), coverage over the last hour and
+day with a chart (:mod:`dedupkit.ledger.coverage`, :mod:`dedupkit.ledger.chart`), counts,
+skipped events, the pause in force and the last errors; the identity fields sent by their
+plain names, never their values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Response, abort, jsonify, render_template, request
+
+from ..errors import OutboxError, UnknownEventName
+from ..outbox.base import LedgerEntry, Skip
+from ..redaction import redact, redacted_url
+from ..state import State, get_state
+from .chart import legend, verdict_chart
+from .coverage import DAY, SCAN_LIMIT, summarize
+from .verdicts import MEANINGS, judge, judge_skip
+
+logger = logging.getLogger("dedupkit")
+
+#: Entries the dashboard lists by default, and at most (``?limit=``).
+LEDGER_LIMIT = 100
+MAX_LEDGER_LIMIT = 1000
+#: Skip reasons always shown, even at zero.
+SKIP_REASONS = ("bot", "no_consent", "no_identity")
+#: Skipped events listed one by one.
+SKIPS_LISTED = 20
+#: ``DEDUPKIT_DEBUG_UI`` strings (from the environment) that turn the dashboard on.
+_TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+#: ``user_data`` keys in plain words.
+FIELD_NAMES = {
+    "em": "e-mail",
+    "ph": "phone",
+    "fn": "first name",
+    "ln": "last name",
+    "ge": "gender",
+    "db": "date of birth",
+    "ct": "city",
+    "st": "state",
+    "zp": "zip code",
+    "country": "country",
+    "external_id": "external id",
+    "client_ip_address": "IP address",
+    "client_user_agent": "user agent",
+    "click_id": "click id",
+    "hashed_maids": "mobile ad id",
+    "partner_id": "partner id",
+}
+
+
+def debug_ui_allowed(setting: object) -> bool:
+    """Whether ``DEDUPKIT_DEBUG_UI`` lets the current request see the dashboard.
+
+    The setting is a flag, or a callable ``(request) -> bool`` asked on every request (an auth
+    hook, e.g. ``lambda request: current_user.is_authenticated and current_user.is_admin``).
+    A hook that raises denies, and the error is logged.
+    """
+    if callable(setting):
+        try:
+            return bool(setting(request))
+        except Exception:
+            logger.exception("DEDUPKIT_DEBUG_UI raised; the ledger dashboard stays closed")
+            return False
+    if isinstance(setting, str):
+        return setting.strip().lower() in _TRUE_STRINGS
+    return bool(setting)
+
+
+def debug() -> Response:
+    """The dedup ledger: what the outbox holds and what Pinterest answered, per event_id.
+
+    404 unless ``DEDUPKIT_DEBUG_UI`` allows it; ``?format=json`` for the same data as JSON,
+    ``?limit=`` for more or fewer entries. Only hashed data and field names are shown.
+    """
+    state = get_state()
+    if not debug_ui_allowed(state.settings.debug_ui):
+        abort(404)
+    fmt = request.args.get("format", "html")
+    if fmt not in ("html", "json"):
+        abort(400, "format must be html or json")
+    try:
+        limit = int(request.args.get("limit", LEDGER_LIMIT))
+    except ValueError:
+        abort(400, "limit must be a whole number")
+    limit = max(1, min(limit, MAX_LEDGER_LIMIT))
+    try:
+        data = ledger(state, limit=limit)
+    except OutboxError as exc:
+        logger.warning("the ledger dashboard could not read the outbox: %s", exc)
+        abort(503, scrub(str(exc), state))
+    if fmt == "json":
+        response = jsonify(data)
+    else:
+        chart = verdict_chart(data["coverage"]["timeline"])
+        response = Response(
+            render_template(
+                "dedupkit/debug.html",
+                ledger=data,
+                human=_human,
+                chart=chart,
+                legend=legend(),
+                site_url=request.script_root + "/",
+            )
+        )
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'none'"
+        )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None) -> dict[str, Any]:
+    """The dashboard's data, as JSON-ready values: hashes and field names only."""
+    now = time.time() if now is None else now
+    outbox = state.outbox
+    test_mode = bool(state.settings.test_mode)
+    stats = outbox.stats(now=now)
+    entries = outbox.recent(limit)
+    pause = outbox.pause(now=now)
+    recent_day = outbox.entries_since(now - DAY, limit=SCAN_LIMIT)
+    skips = outbox.recent_skips(SKIPS_LISTED)
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    skipped.update(stats.skipped)
+    coverage = summarize(
+        recent_day, now=now, test_mode=test_mode, sampled=len(recent_day) >= SCAN_LIMIT
+    )
+    return {
+        "queue": redacted_url(state.queue_url),
+        "now": now,
+        "test_mode": test_mode,
+        "headline": coverage["headline"],
+        "coverage": coverage,
+        "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
+        "field_names": FIELD_NAMES,
+        "counts": {
+            "pending": stats.pending,
+            "in_flight": stats.in_flight,
+            "delivered": stats.delivered,
+            "dead": stats.dead,
+        },
+        "oldest_pending_age": stats.oldest_pending_age,
+        "skipped": skipped,
+        "duplicates": stats.duplicates,
+        "pause": None
+        if pause is None
+        else {
+            "until": pause.until,
+            "remaining": max(0.0, pause.until - now),
+            "reason": scrub(pause.reason, state),
+            "kind": pause.kind,
+        },
+        "paused_until": None if pause is None else pause.until,
+        "pause_remaining": None if pause is None else max(0.0, pause.until - now),
+        "last_errors": [
+            {"at": when, "message": scrub(message, state)} for when, message in stats.last_errors
+        ],
+        "entries": [_entry(entry, state, now, test_mode) for entry in entries],
+        "skips": [_skip(skip) for skip in skips],
+    }
+
+
+def _entry(entry: LedgerEntry, state: State, now: float, test_mode: bool) -> dict[str, Any]:
+    try:
+        tag_name = state.names.resolve(entry.event_name).tag
+    except UnknownEventName:  # an advertiser-defined name since removed from the settings
+        tag_name = None
+    born = entry.event_time if entry.event_time is not None else entry.updated_at
+    judgement = judge(entry, now=now, test_mode=test_mode)
+    return {
+        "event_name": entry.event_name,
+        "tag_name": tag_name,
+        "event_id": entry.event_id,
+        "state": entry.state.value,
+        "attempts": entry.attempts,
+        "event_time": entry.event_time,
+        "age": max(0.0, now - born),
+        "updated_at": entry.updated_at,
+        "has_click_id": entry.has_click_id,
+        "user_fields": list(entry.user_fields),
+        "identity": [FIELD_NAMES.get(k, k.replace("_", " ")) for k in entry.user_fields],
+        "tag": entry.tag,
+        "test": entry.test,
+        "verdict": judgement.verdict.value,
+        "detail": scrub(judgement.detail, state),
+        "advice": judgement.advice,
+        "time_left": judgement.time_left,
+        "last_error": None if entry.last_error is None else scrub(entry.last_error, state),
+    }
+
+
+def _skip(skip: Skip) -> dict[str, Any]:
+    judgement = judge_skip(skip)
+    return {
+        "at": skip.at,
+        "reason": skip.reason,
+        "event_name": skip.event_name,
+        "event_id": skip.event_id,
+        "verdict": judgement.verdict.value,
+        "detail": judgement.detail,
+    }
+
+
+def scrub(message: str, state: State) -> str:
+    """``message`` without the conversion token, should an error ever have echoed it."""
+    token = state.settings.conversion_token
+    return redact(message, [token] if token else [], limit=1000)
+
+
+def _human(seconds: float | None) -> str:
+    """A short duration: ``42 s``, ``5 min``, ``3.5 h``, ``2 d``."""
+    if seconds is None:
+        return "\N{EN DASH}"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
