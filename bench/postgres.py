@@ -1,7 +1,8 @@
 """The PostgreSQL outbox beside SQLite and Redis: enqueue cost inside the shop's transaction,
 and the drain rate of 1, 2 and 4 senders sharing one queue.
 
-Run ``.venv/bin/python bench/postgres.py [--events N] [--drain-events N] [--reps R]``.
+Run ``.venv/bin/python bench/postgres.py [--events N] [--drain-events N] [--reps R]
+[--backends postgres,sqlite,redis]``.
 
 A throwaway PostgreSQL (``initdb`` in a temporary directory, run as ``nobody`` when we are
 root, on a free loopback port, with the server's defaults: ``fsync`` and
@@ -318,8 +319,8 @@ def measure_drain(url: str, events: Sequence[dict[str, Any]], senders: int, serv
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=500, help="events per enqueue rep")
-    parser.add_argument("--drain-events", type=int, default=10_000, help="events per drain")
+    parser.add_argument("--events", type=int, default=300, help="events per enqueue rep")
+    parser.add_argument("--drain-events", type=int, default=5_000, help="events per drain")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--backends", default="postgres,sqlite,redis", help="drain backends")
     args = parser.parse_args(argv)

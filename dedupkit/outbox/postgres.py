@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, scoped_session
 
 from ..errors import ConfigurationError, OutboxError
+from ..redaction import REDACTED, redact
 from .base import (
     DUPLICATE,
     EVIDENCE_KEPT,
@@ -811,7 +812,9 @@ class PostgresOutbox:
             original = getattr(exc, "orig", None) or exc
             # The driver's first line: SQLAlchemy's own text repeats the statement.
             text = str(original).strip().splitlines()[0] if str(original).strip() else ""
-            text = text.replace(self._engine.url.password or "\0", "***")
+            password = str(self._engine.url.password or "")
+            # Also a password too short for redact() to search for.
+            text = redact(text.replace(password, REDACTED) if password else text, [password])
             hint = next(
                 (h for words, h in _HINTS if words in text.lower()),
                 "check DEDUPKIT_QUEUE_URL, that PostgreSQL runs, and the user's rights",
