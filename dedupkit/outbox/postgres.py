@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -330,6 +331,10 @@ _ERRORS_FOR_UPDATE = sa.text(
 )
 _ERRORS = sa.text("SELECT last_errors FROM dedupkit_accounts WHERE account = :account")
 _SET_ERRORS = sa.text("UPDATE dedupkit_accounts SET last_errors = :errors WHERE account = :account")
+_DATABASE_ID = sa.text("SELECT value FROM dedupkit_meta WHERE key = 'database_id'")
+_NEW_DATABASE_ID = sa.text("""
+INSERT INTO dedupkit_meta (key, value) VALUES ('database_id', :id) ON CONFLICT (key) DO NOTHING
+""")
 _TIMEOUTS = sa.text(
     "SELECT set_config('lock_timeout', :ms, true), set_config('statement_timeout', :ms, true)"
 )
@@ -375,6 +380,10 @@ class PostgresOutbox:
         self.location = self._engine.url.render_as_string(hide_password=True)
         self._ready = False
         self._ready_lock = threading.Lock()
+        #: What this database's ``dedupkit_meta`` calls it (set with the tables), and the
+        #: callers' engines found to be on it.
+        self._database_id = ""
+        self._same_database: weakref.WeakSet[Engine] = weakref.WeakSet()
         #: Until when timed puts fail at once, and the error that made them.
         self._unreachable = (0.0, "")
         if self._owns_engine:
@@ -465,14 +474,31 @@ class PostgresOutbox:
         return False
 
     def _check_same_database(self, conn: Connection) -> None:
-        theirs, ours = conn.engine.url, self._engine.url
-        if theirs.get_backend_name() != "postgresql" or _where(theirs) != _where(ours):
+        """Refuse a session on another database: its events would wait where no sender looks.
+
+        Host names prove nothing (``db`` and ``10.0.0.5`` may be one server, two servers may
+        both have a ``shop`` database), so the session's database is asked for the id this
+        outbox stored in its ``dedupkit_meta``: once per engine of the caller, on a
+        connection of its own (a failed query must not break the caller's transaction).
+        """
+        engine = conn.engine
+        if engine in self._same_database:
+            return
+        theirs = engine.url.render_as_string(hide_password=True)
+        found: Any = None
+        if engine.url.get_backend_name() == "postgresql":
+            try:
+                with engine.connect() as probe:
+                    found = probe.execute(_DATABASE_ID).scalar()
+            except sa_exc.SQLAlchemyError:
+                found = None  # no dedupkit tables there, or no rights: not the outbox's
+        if found is None or found != self._database_id:
             raise ConfigurationError(
                 "kit.track(session=…) writes the event in that session's transaction, so the "
-                f"session must use the outbox's database: it is connected to "
-                f"{theirs.render_as_string(hide_password=True)}, DEDUPKIT_QUEUE_URL names "
-                f"{self.location}"
+                f"session must use the outbox's database: it is connected to {theirs}, "
+                f"DEDUPKIT_QUEUE_URL names {self.location}, and they are not the same database"
             )
+        self._same_database.add(engine)
 
     # -- delivering --------------------------------------------------------------------
 
@@ -786,6 +812,8 @@ class PostgresOutbox:
                         f"(schema version {stored}, this one knows {SCHEMA_VERSION}): upgrade "
                         "flask-dedupkit, or point DEDUPKIT_QUEUE_URL at another database"
                     )
+                conn.execute(_NEW_DATABASE_ID, {"id": uuid.uuid4().hex})
+                self._database_id = str(conn.execute(_DATABASE_ID).scalar())
                 conn.execute(_ACCOUNT_ROW, {"account": self.namespace})
             self._ready = True
 
@@ -921,10 +949,6 @@ def _forget_parent_connections(ref: weakref.ref[PostgresOutbox]) -> None:
     if outbox is not None:
         outbox._engine.dispose(close=False)
         outbox._ready_lock = threading.Lock()
-
-
-def _where(url: sa.URL) -> tuple[str, int, str]:
-    return (url.host or "localhost", url.port or 5432, url.database or "")
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:

@@ -24,6 +24,7 @@ from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
 from ..conftest import AppFactory, kit_for, shopper_request
+from ..support.payloads import capi_event
 from ..support.polling import wait_until
 from ..support.postgres_server import PostgresServer
 from ..support.postgres_shop import checkout, close, create_app, create_tables
@@ -158,10 +159,35 @@ def test_a_session_needs_the_outbox_in_its_own_database(
         ):
             kit_for(elsewhere).track("checkout", order_id="1", value=5, session=session)
         assert database.rpartition("/")[2] in str(info.value)
+        # Still refused once the session's database has dedupkit tables of its own.
+        here = PostgresOutbox(database)
+        here.put(capi_event("elsewhere"))
+        here.close()
+        with (
+            Session(engine) as session,
+            shopper_request(elsewhere, "/thanks"),
+            pytest.raises(ConfigurationError, match="not the same database"),
+        ):
+            kit_for(elsewhere).track("checkout", order_id="1", value=5, session=session)
         with shopper_request(elsewhere, "/thanks"), pytest.raises(TypeError, match="Session"):
             kit_for(elsewhere).track("checkout", order_id="1", value=5, session="db")
     finally:
         get_state(elsewhere).outbox.close()
+        engine.dispose()
+
+
+def test_the_same_database_under_another_host_name_is_the_same_database(
+    make_app: AppFactory, database: str
+) -> None:
+    app = make_app(QUEUE_URL=database)
+    engine = sa.create_engine(database.replace("@127.0.0.1:", "@localhost:"))
+    try:
+        with Session(engine) as session, shopper_request(app, "/thanks"):
+            kit_for(app).track("checkout", order_id="h-1", value=5, session=session)
+            session.commit()
+        assert get_state(app).outbox.stats().pending == 1
+    finally:
+        get_state(app).outbox.close()
         engine.dispose()
 
 
