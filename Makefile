@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 # The demo needs only the package and its fake Pinterest, not the development tools.
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: demo test lint typecheck pytest jstest bench system-deps clean
+.PHONY: demo test lint typecheck pytest jstest docs bench system-deps clean
 
-$(STAMP): pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml requirements-dev.txt requirements-docs.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# The distribution was called "dedupkit" before 0.1.0 (that name is another project's).
 	$(BIN)/python -m pip uninstall -q -y dedupkit 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[redis,postgres,testing,metrics]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -e '.[redis,postgres,testing,metrics]' -r requirements-dev.txt -r requirements-docs.txt
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml
@@ -30,7 +30,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
 ## test: system packages (Chromium, redis-server, PostgreSQL) when we can install them, then the whole suite
-test: system-deps $(STAMP) lint typecheck jstest pytest
+test: system-deps $(STAMP) lint typecheck jstest docs pytest
 
 system-deps:
 	@bash .ci/system-deps.sh
@@ -48,6 +48,11 @@ jstest:
 pytest: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
+## docs: the documentation site in docs/_build/html, warnings as errors, and its runnable examples
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_docs.py
+
 ## bench: ratios measured side by side in one run (see bench/README.md)
 bench: $(STAMP)
 	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
@@ -61,7 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/postgres.py
 
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build
 
 ## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
 minify: $(STAMP)

@@ -26,9 +26,10 @@ class DedupKit:
 
         kit = DedupKit(app)          # or kit = DedupKit(); kit.init_app(app)
 
-    Settings come from ``app.config`` (``DEDUPKIT_*``, see the README's table and
-    :class:`dedupkit.settings.Settings`), then the environment. Keyword arguments override
-    both, by field name: ``DedupKit(app, test_mode=True, transport=httpx.MockTransport(...))``.
+    Settings come from ``app.config`` (``DEDUPKIT_*``, see ``docs/configuration.md``,
+    generated from :class:`dedupkit.settings.Settings`), then the environment. Keyword
+    arguments override both, by field name:
+    ``DedupKit(app, test_mode=True, transport=httpx.MockTransport(...))``.
     """
 
     def __init__(self, app: Flask | None = None, **overrides: Any) -> None:

@@ -74,56 +74,103 @@ Guard = bool | Callable[[Request], bool]
 class Settings:
     """Every setting, typed. Field ``foo_bar`` is the key ``DEDUPKIT_FOO_BAR``."""
 
+    #: The numeric ad account id the Conversions API reports to.
     ad_account_id: str | None = None
+    #: The conversion access token from Ads Manager (printable ASCII). It never leaves the
+    #: server and is redacted from every message; set it in the environment, not the code.
     conversion_token: str | None = field(default=None, repr=False)
+    #: The numeric Pinterest Tag id. Without it ``dedupkit.head()`` renders no base code (a
+    #: warning says so) and only the Conversions API reports events.
     tag_id: str | None = None
-    #: ``None`` means "on when the credentials are set" (see :func:`load`).
+    #: Whether dedupkit sends anything. ``None``: on when the credentials are set. ``False``:
+    #: nothing is sent on either channel and no credentials are needed. ``True``: missing
+    #: credentials are a start-up error.
     enabled: bool | None = None
+    #: Where Conversions API requests go (the fake's ``api_base_url`` in tests).
     api_base_url: str = DEFAULT_API_BASE_URL
+    #: Send ``?test=true``: Pinterest validates every event and records none.
     test_mode: bool = False
+    #: Where the tag's script (core.js) loads from (the fake's ``pintrk_src`` in tests).
     pintrk_src: str = "https://s.pinimg.com/ct/core.js"
     #: Pinterest's image pixel, for ``<noscript>`` visitors (the fake's ``pixel_url`` in tests).
     pixel_url: str = "https://ct.pinterest.com/v3/"
-    #: ``None``: ``sqlite:///<instance path>/dedupkit.sqlite3``.
+    #: The durable outbox. ``None``: a SQLite file in the app's instance folder;
+    #: ``redis://host:port/db`` for several hosts (needs ``flask-dedupkit[redis]``).
     queue_url: str | None = None
-    #: Prefix of every Redis key; ``None``: ``dedupkit:<ad account id>``.
+    #: Prefix of every Redis key, so shops sharing a Redis never mix; ``None``:
+    #: ``dedupkit:<ad account id>``.
     queue_namespace: str | None = None
+    #: Where the blueprint is mounted: the snippet, the events endpoint, the ledger, metrics.
     url_prefix: str = "/dedupkit"
+    #: A CDN's client-IP header to trust (``CF-Connecting-IP``); ``None``:
+    #: ``request.remote_addr`` (use Werkzeug's ``ProxyFix`` for ``X-Forwarded-For``).
     client_ip_header: str | None = None
+    #: Send nothing on either channel until the visitor says yes (``dedupkit.consent(true)``).
     require_consent: bool = False
+    #: The events the browser may report on its own: views and intents, never money.
     browser_events: tuple[str, ...] = DEFAULT_BROWSER_EVENTS
+    #: The dedup ledger at ``<URL_PREFIX>/debug`` (404 while off): ``True``, or a callable
+    #: ``(request) -> bool`` asked on every request, e.g. ``lambda request:
+    #: current_user.is_admin``.
     debug_ui: Guard = False
-    #: ``{prefix}/metrics`` (Prometheus text): a flag, or ``(request) -> bool`` like DEBUG_UI.
+    #: Prometheus text at ``<URL_PREFIX>/metrics`` (404 while off): ``True``, or a callable
+    #: ``(request) -> bool`` like ``DEBUG_UI``.
     metrics: Guard = False
+    #: Seconds after ``event_time`` during which delivery is retried; later, an event is a
+    #: dead letter (``expired``): Pinterest could no longer deduplicate it.
     retry_window: float = 3600.0
+    #: Advertiser-defined event names, passed to both channels unchanged.
     advertiser_events: tuple[str, ...] = ()
+    #: Region of phone numbers written without a country code (e.g. ``"US"``); without it
+    #: such numbers are dropped rather than guessed.
     phone_region: str | None = None
+    #: Fire a ``page_visit`` on every page view, one id on both channels (and no bare
+    #: ``pintrk('page')``).
     page_visit: bool = False
+    #: The first-party cookie keeping the ``epik`` click id (one year, set by the server).
     click_id_cookie: str = "_epik"
+    #: The first-party cookie keeping the visitor's consent decision (``1`` yes, ``0`` no).
     consent_cookie: str = "_dedupkit_consent"
+    #: ``Domain=`` of dedupkit's cookies, e.g. ``shop.example`` to share them with
+    #: ``www.shop.example``; ``None``: the page's host.
     cookie_domain: str | None = None
+    #: Other origins whose pages may post events (another subdomain); same-origin always may.
     allowed_origins: tuple[str, ...] = ()
+    #: Send SHA-256 of Pinterest's ``_pin_unauth`` cookie as ``external_id``, as Pinterest's
+    #: own Magento and Salesforce plugins do.
     hash_pin_unauth: bool = True
-    #: ``False`` counts headless test browsers too (an app's own end-to-end tests).
+    #: Skip crawlers, HTTP libraries and headless browsers. ``False`` counts them too (an app's
+    #: own end-to-end tests).
     bot_filter: bool = True
+    #: Removed (late web events sent as offline count twice): setting it is a start-up error;
+    #: see ``flask dedupkit dead --replay --as-offline``.
     send_late_as_offline: bool = False
+    #: Deliver from a thread in each web process; turn it off when ``flask dedupkit worker``
+    #: delivers.
     background_sender: bool = True
+    #: Seconds within which the sender sends what was enqueued (a batch goes sooner once
+    #: full); an idle sender looks at the outbox less and less often from there.
     flush_interval: float = 1.0
+    #: Events per Conversions API request, at most Pinterest's 1000.
     batch_size: int = MAX_BATCH_SIZE
+    #: Seconds a Conversions API request may take.
     http_timeout: float = 10.0
+    #: The Conversions API ``partner_name``; only if Pinterest gave you one.
     partner_name: str | None = None
-    #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY`` (dedupkit.signing).
+    #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY``.
     secret_key: str | None = field(default=None, repr=False)
     #: Old signing keys that still verify, oldest first (like Flask's ``SECRET_KEY_FALLBACKS``).
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
-    #: What a GPC signal does: ``"ldp"``, ``"opt_out"`` or ``"ignore"`` (dedupkit.intake.privacy).
+    #: What a Global Privacy Control signal does: ``"ldp"`` (send flagged for Limited Data
+    #: Processing), ``"opt_out"`` (send nothing) or ``"ignore"``.
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
-    #: Beacons per client IP on ``POST {prefix}/events``, e.g. ``"300/minute"``; ``"off"``.
+    #: Beacons per client IP on ``POST <URL_PREFIX>/events``, e.g. ``"300/minute"``; ``"off"``.
     rate_limit: str = "300/minute"
-    #: CDN headers with the visitor's country and region (state), for LDP's ``country``/``st``.
+    #: A CDN's header with the visitor's country, for LDP's hashed ``country``.
     geo_country_header: str | None = None
+    #: A CDN's header with the visitor's region (state), for LDP's hashed ``st``.
     geo_region_header: str | None = None
     #: Not a config key: an httpx transport for the Conversions API client (tests, proxies).
     transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
@@ -220,7 +267,7 @@ def _check_known(keys: Iterable[str]) -> None:
     for key in keys:
         if _unknown(key):
             raise ConfigurationError(
-                f"unknown setting {key}{_closest(key)} (see the README's table)"
+                f"unknown setting {key}{_closest(key)} (see docs/configuration.md)"
             )
 
 

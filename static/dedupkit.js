@@ -1,7 +1,8 @@
 /*
  * dedupkit.js: one event_id for Pinterest's tag and the shop's server, so Pinterest counts each
  * event once. Readable source; the served file is dedupkit.min.js, made from this one by
- * `make minify`. ES5, and it never throws into the page. Its data-* attributes: ATTRIBUTES.md.
+ * `make minify`. ES5, and it never throws into the page. Its data-* attributes, what it sends
+ * and the stub are documented in docs/snippet.md.
  *
  * Beacon to the server (text/plain JSON):
  *   {event_name, event_id, event_time, event_source_url, click_id?, data?, ticket?, gpc?, consent?, tag}

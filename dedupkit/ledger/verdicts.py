@@ -37,7 +37,7 @@ class Verdict(enum.Enum):
     TEST = "test"
 
 
-#: What each verdict means, for the page's legend and the README.
+#: What each verdict means, for the page's legend and the documentation.
 MEANINGS = {
     Verdict.PAIRED: "tag and API sent it with the same name and id: Pinterest counts one",
     Verdict.SERVER_ONLY: "the tag was blocked or did not fire: counted once, by the API",

@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with fake:
             print(f"api_base_url  {fake.api_base_url}", flush=True)
             print(f"pintrk_src    {fake.pintrk_src}", flush=True)
+            print(f"pixel_url     {fake.pixel_url}", flush=True)
             print(f"token         {fake.token}", flush=True)
             print(f"ad_account_id {fake.ad_account_id}", flush=True)
             print(f"state         {fake.base_url}/_fake/state", flush=True)

@@ -124,7 +124,7 @@ def test_shows_queued_and_dead_events_without_pii_or_token(make_app: AppFactory)
     text = response.get_data(as_text=True)
     assert checkout_id in text and "checkout-A-1001" in text
     assert "lead-77" in text
-    assert "Invalid parameter; token *** rejected" in text
+    assert "Invalid parameter; token [redacted] rejected" in text
     # Counts: one pending checkout, one dead lead.
     assert "<b>1</b>pending" in text and "<b>1</b>failed" in text
     # Names of the identity fields in plain words, never their values.
