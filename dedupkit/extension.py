@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 
 from . import logs
 from . import settings as settings_module
@@ -15,8 +16,8 @@ from .event.page_url import clean_page_url
 from .intake import tickets, visitor_token
 from .intake.record import Submission, current_visitor, record, remember_click_id, start_delivery
 from .state import EXTENSION_KEY, State, get_state
-from .web.blueprint import blueprint
-from .web.templating import TemplateHelpers
+from .web.blueprint import blueprint, events
+from .web.templating import TemplateHelpers, note_tag_event, warn_if_head_missing
 
 
 class DedupKit:
@@ -57,6 +58,8 @@ class DedupKit:
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
         app.before_request(start_delivery)
         app.after_request(remember_click_id)
+        app.after_request(warn_if_head_missing)
+        _exempt_from_csrf(app)
         app.cli.add_command(cli)
 
     def track(
@@ -117,7 +120,10 @@ class DedupKit:
         )
         if shopper is None and in_request:
             shopper = current_visitor(state)
-        return record(state, submission, shopper, transaction=session).event
+        event = record(state, submission, shopper, transaction=session).event
+        if in_request and visitor is None and event.tag_name is not None:
+            note_tag_event(event.capi_name)
+        return event
 
     def ticket(
         self,
@@ -131,9 +137,10 @@ class DedupKit:
     ) -> str:
         """A signed ticket that lets the browser report this one event (a SPA's checkout).
 
-        The page passes it on: ``dedupkit.track('checkout', data, {ticket: t, event_id: id})``;
-        ``POST {prefix}/events`` then accepts the event, once, if its name, event_id, value,
-        currency and order id are the signed ones and the ticket has not expired.
+        The page passes it on: ``dedupkit.track('checkout', data, {ticket: t})``; the ticket
+        shows its event_id (``"<event_id>~<signed claims>"``), which the snippet gives both
+        channels. ``POST {prefix}/events`` then accepts the event, once, if its name,
+        event_id, value, currency and order id are the signed ones and it has not expired.
 
         :param event_id: default ``"<capi name>-<order id>"``, the id :meth:`track` gives it.
         :raises ConfigurationError: when no signing key is set (``DEDUPKIT_SECRET_KEY`` or
@@ -167,6 +174,31 @@ class DedupKit:
         state = get_state()
         keys = state.signing_keys()
         return visitor_token.capture(keys, current_visitor(state), clean_page_url(request.url))
+
+
+#: Flask-WTF's ``CSRFProtect`` instances that exempt the events endpoint already.
+_csrf_exempting: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _exempt_from_csrf(app: Flask) -> None:
+    """Exempt ``POST {prefix}/events``, and only it, from Flask-WTF's ``CSRFProtect``.
+
+    The beacons carry no form token, so each would get a 400, silently (``sendBeacon`` never
+    reads the answer). The endpoint needs none: it acts for nobody, and has its own defences
+    (the origin check, signed tickets for conversions, a rate limit per IP). Whichever
+    extension came first: exempted at once when ``CSRFProtect`` is registered, else at the
+    first request, before its check (``before_request`` functions run in the order added).
+    """
+
+    def exempt(app: Flask) -> None:
+        csrf = app.extensions.get("csrf")
+        if csrf is None or csrf in _csrf_exempting or not hasattr(csrf, "exempt"):
+            return
+        csrf.exempt(events)
+        _csrf_exempting.add(csrf)  # one instance may serve many apps: once is enough
+
+    exempt(app)
+    app.before_request(lambda: exempt(current_app))
 
 
 __all__ = ["DedupKit"]

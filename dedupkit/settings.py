@@ -166,6 +166,9 @@ class Settings:
     gpc: str = "ldp"
     #: ``(request) -> True | False | None``, consulted before the consent cookie.
     consent: Callable[[Request], bool | None] | None = field(default=None, compare=False)
+    #: ``(request) -> str | None``: the response's Content-Security-Policy nonce, where no
+    #: extension puts it in ``request.csp_nonce`` (Flask-Talisman) or ``g.csp_nonce``.
+    csp_nonce: Callable[[Request], str | None] | None = field(default=None, compare=False)
     #: Beacons per client IP on ``POST <URL_PREFIX>/events``, e.g. ``"300/minute"``; ``"off"``.
     rate_limit: str = "300/minute"
     #: A CDN's header with the visitor's country, for LDP's hashed ``country``.
@@ -238,21 +241,20 @@ def load(
         values["transport"] = overrides["transport"]
     settings = Settings(**values)
     _check(settings)
+    credentials = ("AD_ACCOUNT_ID", "CONVERSION_TOKEN")
+    missing = " and ".join(PREFIX + key for key in credentials if not getattr(settings, KEYS[key]))
     if settings.enabled is None:
         settings = dataclasses.replace(settings, enabled=settings.credentials_set)
         if not settings.enabled:
             logger.warning(
-                "dedupkit sends nothing: set DEDUPKIT_AD_ACCOUNT_ID and "
-                "DEDUPKIT_CONVERSION_TOKEN (or DEDUPKIT_ENABLED = False to silence this)"
+                "dedupkit sends nothing: %s %s not set (in app.config or the environment; "
+                "or set DEDUPKIT_ENABLED = False to silence this)",
+                missing,
+                "are" if " and " in missing else "is",
             )
     elif settings.enabled and not settings.credentials_set:
-        missing = [
-            PREFIX + key
-            for key in ("AD_ACCOUNT_ID", "CONVERSION_TOKEN")
-            if not getattr(settings, KEYS[key])
-        ]
         raise ConfigurationError(
-            f"{', '.join(missing)} must be set (in app.config or the environment) while "
+            f"{missing} must be set (in app.config or the environment) while "
             "DEDUPKIT_ENABLED is on; set DEDUPKIT_ENABLED = False to run without Pinterest"
         )
     if settings.enabled and not settings.tag_id:
@@ -326,6 +328,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         raise ConfigurationError(
             f"{name} must be a callable (request) -> True | False | None, got "
             f"{type(value).__name__}"
+        )
+    if key == "CSP_NONCE":
+        if value is None or callable(value):
+            return value
+        # A fixed string would be one nonce for every response: no protection at all.
+        raise ConfigurationError(
+            f"{name} must be a callable (request) -> str | None returning this response's "
+            f"nonce, got {type(value).__name__}"
         )
     if isinstance(default, bool):
         return _bool(name, value)
@@ -432,6 +442,19 @@ def _check(settings: Settings) -> None:
             f"got {settings.gpc!r}"
         )
     parse_rate(settings.rate_limit)
+    if settings.metrics is not False:
+        _check_metrics_client()
+
+
+def _check_metrics_client() -> None:
+    # At start-up, not at the first scrape: a dashboard that stays empty tells nobody why.
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "DEDUPKIT_METRICS is on but prometheus_client is not installed: "
+            "pip install 'flask-dedupkit[metrics]' (or turn DEDUPKIT_METRICS off)"
+        ) from None
 
 
 def _check_queue_url(url: str) -> None:

@@ -11,6 +11,7 @@
   if (queue.track) return;
   queue.track = function (name, data, options, id) {
     // Minted now so the page can use the id at once; without randomUUID, dedupkit.js mints it.
+    // With a ticket and no event_id, dedupkit.js sends the ticket's own id instead.
     try {
       id = options && options.event_id || crypto.randomUUID();
     } catch (error) {}

@@ -59,7 +59,7 @@
       body = JSON.stringify(body);
       navigator.sendBeacon && navigator.sendBeacon(endpoint, body) ||
         fetch(endpoint, {method: 'POST', body: body, keepalive: !0, credentials: 'include'})
-          .then(null, Boolean); // a rejection handled, so nothing reaches the console
+          .catch(Boolean); // a rejection handled, so nothing reaches the console
     } catch (error) {}
   }
 
@@ -76,23 +76,20 @@
     consentState > 0 ? go() : consentState && held.push(go);
   }
 
-  // randomUUID needs a secure context; elsewhere 128 random bits in base 36 are as unique.
-  function newEventId(crypto) {
-    return crypto.randomUUID ? crypto.randomUUID() :
-      [].map.call(crypto.getRandomValues(new Uint32Array(4)), function (part) {
-        return part.toString(36);
-      }).join('-');
-  }
-
   // queued: the stub's entry, carrying the id, page and time of the original call.
   function track(name, data, options, queued) {
     var tagData = {}, key, href, eventId, tagName, body;
     try {
       queued = queued || [];
-      // A ticketed event keeps the id its ticket was signed for (checkout-<order id>).
-      eventId = options && options.event_id || queued[4] || newEventId(window.crypto || {});
+      options = options || {};
+      // A ticket (kit.ticket()) carries the id it was signed for: '<event_id>~<signature>'.
+      // Otherwise randomUUID, which needs a secure context; elsewhere 128 random bits.
+      eventId = options.event_id || (/(.*)~/.exec(options.ticket) || 0)[1] || queued[4] ||
+        (crypto.randomUUID ? crypto.randomUUID() : crypto.getRandomValues(new Uint32Array(4)).join('-'));
       href = queued[3] || location.href;
       for (key in data) tagData[key] = data[key];
+      // The server sends the code upper-cased: the tag must say the same ('usd' -> 'USD').
+      if (key = tagData.currency) tagData.currency = key.toUpperCase();
       tagData.event_id = eventId;
       // The tag's spelling of a standard name (AddToCart, add_to_cart -> addtocart);
       // advertiser-defined names go as they are.
@@ -101,11 +98,11 @@
       body = {
         event_name: name,
         event_id: eventId,
-        event_time: Math.floor((queued[2] || new Date) / 1000),
+        event_time: (queued[2] || new Date) / 1e3 >>> 0,
         event_source_url: href,
         click_id: clickIdIn(href) || cookie(clickIdCookie),
         data: data,
-        ticket: options && options.ticket,
+        ticket: options.ticket,
         gpc: gpc
       };
       send(tagName, tagData, body);
@@ -126,10 +123,12 @@
     if (pintrkSrc) {
       element = document.createElement('script');
       element.src = pintrkSrc;
+      // Under a nonce-based Content-Security-Policy: this script's nonce lets core.js load.
+      element.nonce = script.nonce;
       element.onerror = function () {
         window.pintrk.blocked = 1;
       };
-      document.head.appendChild(element);
+      document.head.append(element);
       pintrkSrc = 0;
     }
     while (held.length) held.shift()();
@@ -172,9 +171,9 @@
       queue.version = '3.0';
       pintrkSrc = pintrkSrc || 'https://s.pinimg.com/ct/core.js';
       pintrk('load', tagId);
-    } else if (consentState > 0) {
+    } else {
       // The base code loaded core.js as consent allowed it; otherwise load it on a later yes.
-      pintrkSrc = 0;
+      consentState > 0 && (pintrkSrc = 0);
     }
     if (gpc && !optedOut && gpcMode != 'ignore') {
       // Limited Data Processing, set before any event; st and country come SHA-256 hashed.

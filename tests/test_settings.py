@@ -132,7 +132,7 @@ def test_missing_credentials_with_enabled_on_are_a_start_up_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load({"DEDUPKIT_ENABLED": True, "DEDUPKIT_TAG_ID": "1"}, environ={})
     message = str(caught.value)
-    assert "DEDUPKIT_AD_ACCOUNT_ID, DEDUPKIT_CONVERSION_TOKEN must be set" in message
+    assert "DEDUPKIT_AD_ACCOUNT_ID and DEDUPKIT_CONVERSION_TOKEN must be set" in message
     assert "DEDUPKIT_ENABLED = False" in message
 
 
@@ -174,5 +174,34 @@ def test_flask_routes_runs_without_credentials(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "/dedupkit/events" in result.stdout
     [warning] = [line for line in result.stderr.splitlines() if "dedupkit" in line]
-    assert "dedupkit sends nothing: set DEDUPKIT_AD_ACCOUNT_ID" in warning
+    assert (
+        "dedupkit sends nothing: DEDUPKIT_AD_ACCOUNT_ID and DEDUPKIT_CONVERSION_TOKEN are not set"
+        in warning
+    )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"DEDUPKIT_AD_ACCOUNT_ID": "549764982399"}, "DEDUPKIT_CONVERSION_TOKEN is not set"),
+        ({"DEDUPKIT_CONVERSION_TOKEN": "pina_real_token_1"}, "DEDUPKIT_AD_ACCOUNT_ID is not set"),
+    ],
+)
+def test_the_no_credentials_warning_names_the_setting_that_is_missing(
+    caplog: pytest.LogCaptureFixture, config: dict[str, str], missing: str
+) -> None:
+    load({"DEDUPKIT_TAG_ID": "1", **config}, environ={})
+    [warning] = [w for w in warnings_of(caplog) if "sends nothing" in w]
+    assert f"dedupkit sends nothing: {missing}" in warning
+
+
+@pytest.mark.parametrize("metrics", [True, "1", lambda request: True])
+def test_metrics_without_prometheus_client_are_a_start_up_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, metrics: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(ConfigurationError) as caught:
+        load({"DEDUPKIT_METRICS": metrics}, environ={})
+    assert "pip install 'flask-dedupkit[metrics]'" in str(caught.value)
+    load({"DEDUPKIT_METRICS": False}, environ={})  # off: nothing to import

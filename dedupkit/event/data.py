@@ -221,7 +221,10 @@ def _bounded_decimal(
     if isinstance(value, str):
         candidate = value.strip()
         if len(candidate) > MAX_NUMBER_LENGTH or not _NUMBER.match(candidate):
-            raise InvalidEvent(f"{field} must be {kind} in plain notation, got {value[:40]!r}")
+            raise InvalidEvent(
+                f"{field} must be {kind} in plain notation, got {value[:40]!r}"
+                + _separator_hint(candidate)
+            )
         try:
             number = Decimal(candidate)
         except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
@@ -239,6 +242,20 @@ def _bounded_decimal(
         # Decimal("1e-999999") is tiny but would print a million zeros.
         raise InvalidEvent(f"{field} must have at most {MAX_DECIMALS} decimals")
     return number
+
+
+def _separator_hint(candidate: str) -> str:
+    """How to write a number typed the European way (``12,50``, ``1.234,50``, ``1,234.50``)."""
+    if "," not in candidate or len(candidate) > MAX_NUMBER_LENGTH:
+        return ""
+    dotted = candidate.replace(".", "").replace(",", ".")
+    # 12,5 and 12,50 are decimals; 1,234 is more likely a thousands separator.
+    if re.search(r",[0-9]{1,2}$", candidate) and _NUMBER.match(dotted):
+        return f": use a dot for the decimals ({dotted!r})"
+    plain = candidate.replace(",", "")
+    if _NUMBER.match(plain):
+        return f": leave out the thousands separators ({plain!r})"
+    return ""
 
 
 def _bounded_text(value: float | Decimal, field: str) -> str:

@@ -91,6 +91,9 @@ class Event:
     def to_pintrk(self) -> dict[str, Any]:
         """The data passed to ``pintrk('track', tag_name, …)``, with the same event_id."""
         data = {key: _json_safe(_thaw(value)) for key, value in self.tag_data.items()}
+        if "currency" in self.custom_data:
+            # The API's normalised code ("usd" -> "USD"): both channels must say the same.
+            data["currency"] = self.custom_data["currency"]
         data["event_id"] = self.event_id
         return data
 

@@ -8,6 +8,7 @@ Sources: pinterest.md §3.1 and §11.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,6 +46,25 @@ TAG_NAMES: Mapping[str, str | None] = MappingProxyType(
 #: Spellings the lookup key alone would not catch. Only ones the browser snippet maps the same
 #: way (lowercase, separators removed) belong here, or tag and CAPI names would disagree.
 _ALIASES: Mapping[str, str] = MappingProxyType({"sign_up": "signup"})
+
+
+#: Other platforms' names (Meta, GA4, TikTok) for a Pinterest event: suggested, never mapped,
+#: since a silent rename would hide which event the shop's own dashboards count.
+_ELSEWHERE: Mapping[str, str] = MappingProxyType(
+    {
+        "purchase": "checkout",
+        "completepayment": "checkout",
+        "placeanorder": "checkout",
+        "begincheckout": "initiate_checkout",
+        "viewitem": "view_content",
+        "viewitemlist": "view_category",
+        "pageview": "page_visit",
+        "completeregistration": "signup",
+        "generatelead": "lead",
+        "submitform": "lead",
+        "starttrialsubscription": "start_trial",
+    }
+)
 
 
 def _key(name: str) -> str:
@@ -98,8 +118,8 @@ class EventNames:
         capi = _LOOKUP.get(_key(stripped))
         if capi is None:
             raise UnknownEventName(
-                f"unknown Pinterest event {name!r}: use a standard event name "
-                f"(e.g. 'checkout', 'add_to_cart'), 'custom', or list it in "
+                f"unknown Pinterest event {name!r}{_suggestion(stripped)}: use a standard "
+                f"event name (e.g. 'checkout', 'add_to_cart'), 'custom', or list it in "
                 f"DEDUPKIT_ADVERTISER_EVENTS if it is advertiser-defined"
             )
         return EventName(capi, TAG_NAMES[capi])
@@ -107,6 +127,16 @@ class EventNames:
     def capi_name(self, name: str) -> str:
         """The CAPI spelling of ``name``."""
         return self.resolve(name).capi
+
+
+def _suggestion(name: str) -> str:
+    """``" (did you mean 'checkout'?)"``: another platform's name or a near spelling."""
+    key = _key(name)[:64]
+    capi = _ELSEWHERE.get(key)
+    if capi is None:
+        close = difflib.get_close_matches(key, list(_LOOKUP), n=1, cutoff=0.8)
+        capi = _LOOKUP[close[0]] if close else None
+    return f" (did you mean {capi!r}?)" if capi else ""
 
 
 #: The resolver for standard names only.

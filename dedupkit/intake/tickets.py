@@ -7,6 +7,10 @@ that binds the event name, ``event_id``, value, currency and order id, and expir
 carries it, and :func:`verify` accepts the event only if every signed field matches exactly.
 The outbox's (name, event_id) idempotency makes one ticket worth at most one conversion.
 
+A ticket reads ``<event_id>~<signed claims>``: the browser snippet takes the event id from it
+(``dedupkit.track('checkout', data, {ticket: t})`` needs nothing more), and fires the tag
+with the id the server will verify. Only the signed copy counts: an altered prefix is refused.
+
 The signing keys (also used by :mod:`dedupkit.intake.visitor_token`, with another salt) are
 ``DEDUPKIT_SECRET_KEY`` or the app's ``SECRET_KEY``, plus fallbacks that still verify.
 """
@@ -33,8 +37,11 @@ SALT = "dedupkit.ticket.v1"
 DEFAULT_EXPIRES_IN = 3600
 #: Longest lifetime: Pinterest deduplicates within 48 hours; a ticket older is a liability.
 MAX_EXPIRES_IN = 48 * 3600
-#: Longest ticket read; a real one is under 200 characters.
-MAX_TICKET_LENGTH = 1024
+#: Longest ticket read: a real one is under 300 characters; this admits the longest event_id
+#: and order id there are, twice (in the clear and signed).
+MAX_TICKET_LENGTH = 2048
+#: Between the event id in the clear and the signed claims (no signed text has one).
+ID_SEPARATOR = "~"
 #: Format of the signed list, its first item.
 _VERSION = 1
 
@@ -112,7 +119,14 @@ def mint(
     )
     expires = int((time.time() if now is None else now) + expires_in)
     fields = [claims.name, claims.event_id, claims.order_id, claims.value, claims.currency]
-    return serializer(keys, SALT).dumps([_VERSION, *fields, expires])
+    signed = serializer(keys, SALT).dumps([_VERSION, *fields, expires])
+    return f"{claims.event_id}{ID_SEPARATOR}{signed}"
+
+
+def event_id_of(ticket: str) -> str | None:
+    """The event id a ticket shows in the clear (what the snippet reads), unverified."""
+    shown, separator, _ = ticket.rpartition(ID_SEPARATOR)
+    return shown if separator else None
 
 
 def verify(
@@ -134,8 +148,10 @@ def verify(
 def _read(keys: tuple[bytes, ...], ticket: object) -> tuple[Claims, int]:
     if not isinstance(ticket, str) or not ticket or len(ticket) > MAX_TICKET_LENGTH:
         raise TicketRefused("ticket must be the string kit.ticket() returned")
+    # Tickets minted before the id was shown in the clear are the signed part alone.
+    shown = event_id_of(ticket)
     try:
-        signed = serializer(keys, SALT).loads(ticket)
+        signed = serializer(keys, SALT).loads(ticket.rpartition(ID_SEPARATOR)[2])
     except BadSignature:
         raise TicketRefused(
             "ticket is invalid (altered, truncated or signed with another key)"
@@ -145,6 +161,8 @@ def _read(keys: tuple[bytes, ...], ticket: object) -> tuple[Claims, int]:
     if not _well_formed(signed):
         raise TicketRefused("ticket is invalid (unknown format)")
     _, name, event_id, order_id, value, currency, expires = signed
+    if shown is not None and shown != event_id:
+        raise TicketRefused("ticket is invalid (its event_id was altered)")
     return Claims(name, event_id, order_id, value, currency), expires
 
 

@@ -76,34 +76,45 @@ def client_ip(request: Request, header: str | None) -> str | None:
             # Some CDNs append hops; the first address is the client's.
             candidate = normalised_ip(raw[:256].split(",")[0])
             if candidate is None:
-                _warn_malformed_header(header)
+                _warn_header(header, "holds no IP address")
+            elif ipaddress.ip_address(candidate).is_link_local:
+                # fe80::1%eth0 names an interface of the CDN's own network, no shopper's.
+                _warn_header(header, f"holds a link-local address ({candidate}), no client's")
+                return None
             return candidate
     return normalised_ip(request.remote_addr or "")
 
 
 def normalised_ip(value: str) -> str | None:
-    """``value`` as a plain IP address, an IPv6 zone id (``%eth0``) stripped; else ``None``."""
+    """``value`` as a plain IP address, an IPv6 zone id (``%eth0``) stripped and an
+    IPv4-mapped IPv6 address (``::ffff:203.0.113.9``) given as the IPv4 it maps; else ``None``.
+    """
     value = value.strip()
     if len(value) > 64:
         return None
     address = value.partition("%")[0]
     try:
-        return str(ipaddress.ip_address(address))
+        parsed = ipaddress.ip_address(address)
     except ValueError:
         return None
+    # A dual-stack socket reports IPv4 clients this way; Pinterest matches the IPv4 form.
+    mapped = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) else None
+    return str(mapped or parsed)
 
 
-_warned_headers: set[str] = set()
+_warned_headers: set[tuple[str, str]] = set()
 
 
-def _warn_malformed_header(header: str) -> None:
-    # Once per header and process: a misconfigured CDN would otherwise log every request.
-    if header not in _warned_headers:
-        _warned_headers.add(header)
+def _warn_header(header: str, problem: str) -> None:
+    # Once per header, problem and process: a misconfigured CDN would otherwise log every request.
+    key = (header, problem.partition(" (")[0])
+    if key not in _warned_headers:
+        _warned_headers.add(key)
         logger.warning(
-            "the %s header (DEDUPKIT_CLIENT_IP_HEADER) holds no IP address; events of such "
-            "requests are sent without an IP. Check the CDN sends this header",
+            "the %s header (DEDUPKIT_CLIENT_IP_HEADER) %s; events of such requests are sent "
+            "without an IP. Check the CDN sends this header",
             header,
+            problem,
         )
 
 

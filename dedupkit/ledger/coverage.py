@@ -159,3 +159,26 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 def _percent(share: float) -> str:
     return f"{share * 100:.0f}%"
+
+
+#: Checkouts a day must hold before their missing tag evidence is worth a question.
+MISSING_TAG_MIN_CHECKOUTS = 3
+MISSING_TAG_HINT = "no page reported a tag: is {{ dedupkit.head() }} in your base template?"
+
+
+def with_missing_tag_hint(headline: str, entries: Iterable[LedgerEntry]) -> str:
+    """``headline``, asking about ``{{ dedupkit.head() }}`` when the day's checkouts reached
+    the API but no event at all carries tag evidence: then no page ran the snippet.
+
+    A blocked tag is evidence too (the snippet said so): only a silence this complete points at
+    a base template without ``head()``. Webhook-tracked checkouts have none on their own, so
+    the question waits for the page's other events (add to cart, page visits) to be silent too.
+    """
+    checkouts = 0
+    for entry in entries:
+        if entry.tag is not None:
+            return headline
+        checkouts += entry.event_name == CHECKOUT
+    if checkouts < MISSING_TAG_MIN_CHECKOUTS:
+        return headline
+    return f"{headline.rstrip('.')}; {MISSING_TAG_HINT}"

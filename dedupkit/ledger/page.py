@@ -19,7 +19,7 @@ from ..outbox.base import LedgerEntry, Skip
 from ..redaction import redact, redacted_url
 from ..state import State, get_state
 from .chart import legend, verdict_chart
-from .coverage import DAY, SCAN_LIMIT, summarize
+from .coverage import DAY, SCAN_LIMIT, summarize, with_missing_tag_hint
 from .verdicts import MEANINGS, judge, judge_skip
 
 logger = logging.getLogger("dedupkit")
@@ -137,7 +137,7 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "queue": redacted_url(state.queue_url),
         "now": now,
         "test_mode": test_mode,
-        "headline": coverage["headline"],
+        "headline": with_missing_tag_hint(coverage["headline"], recent_day),
         "coverage": coverage,
         "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
         "field_names": FIELD_NAMES,

@@ -340,3 +340,25 @@ def test_tag_only_line_item_keys_are_accepted(key: str) -> None:
     data = {"line_items": [{"product_id": "a", key: "42 EU"}]}
 
     assert to_custom_data(data) == {"contents": [{"id": "a"}], "content_ids": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("12,50", "use a dot for the decimals ('12.50')"),
+        ("12,5", "use a dot for the decimals ('12.5')"),
+        ("1.234,50", "use a dot for the decimals ('1234.50')"),
+        ("1,234.50", "leave out the thousands separators ('1234.50')"),
+        ("1,234", "leave out the thousands separators ('1234')"),
+    ],
+)
+def test_a_decimal_comma_says_how_to_write_the_number(value: str, hint: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        to_custom_data({"value": value})
+    assert hint in str(caught.value)
+
+
+def test_other_malformed_numbers_get_no_separator_hint() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        to_custom_data({"value": "twelve"})
+    assert "dot" not in str(caught.value) and "separator" not in str(caught.value)

@@ -386,9 +386,11 @@ def test_pintrk_data_carries_the_same_event_id_in_the_tag_vocabulary() -> None:
 
     assert data["event_id"] == event.to_capi()["event_id"] == event.event_id
     assert event.tag_name == "checkout"
+    # The API's normalised currency: both channels say the same.
+    assert data["currency"] == event.to_capi()["custom_data"]["currency"] == "USD"
     assert data == {
         "value": "72.39",
-        "currency": "usd",
+        "currency": "USD",
         "order_id": "A-1001",
         "search_query": "trail boots",
         "promo_code": "WINTER10",

@@ -166,3 +166,29 @@ def test_an_advertiser_defined_name_is_unknown_to_a_resolver_without_it() -> Non
 def test_a_resolved_name_is_not_looked_up_again() -> None:
     resolved = EventNames().resolve("AddToCart")
     assert EventNames().resolve(resolved) is resolved
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("purchase", "checkout"),
+        ("Purchase", "checkout"),
+        ("begin_checkout", "initiate_checkout"),
+        ("CompleteRegistration", "signup"),
+        ("generate_lead", "lead"),
+        ("add_to_crat", "add_to_cart"),
+    ],
+)
+def test_another_platforms_name_or_a_typo_suggests_the_pinterest_name(
+    name: str, suggested: str
+) -> None:
+    with pytest.raises(UnknownEventName) as caught:
+        STANDARD.resolve(name)
+    assert f"did you mean {suggested!r}?" in str(caught.value)
+
+
+def test_an_unlike_name_suggests_nothing_and_purchase_may_still_be_advertiser_defined() -> None:
+    with pytest.raises(UnknownEventName) as caught:
+        STANDARD.resolve("refund_issued")
+    assert "did you mean" not in str(caught.value)
+    assert EventNames(["purchase"]).resolve("purchase").capi == "purchase"

@@ -132,7 +132,10 @@ def test_click_id_in_url_reads_the_epik_query_parameter(url: str | None, expecte
         (" 203.0.113.7 ,198.51.100.2", "203.0.113.7"),
         ("2001:db8::1", "2001:db8::1"),
         ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
-        ("fe80::1%eth0", "fe80::1"),
+        ("2001:db8::1%eth0", "2001:db8::1"),
+        # A dual-stack socket's form of an IPv4 client: Pinterest matches the IPv4 one.
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("::ffff:cb00:7109", "203.0.113.9"),
         # A malformed header means no IP: REMOTE_ADDR is then the CDN's own address.
         ("not-an-ip", None),
         ("203.0.113.7:4711", None),
@@ -157,6 +160,24 @@ def test_a_malformed_cdn_header_warns_once_and_never_sends_the_proxy_ip(
         req = make_request(headers={header: "junk"}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
         assert client_ip(req, header) is None
     assert caplog.text.count("X-Malformed-Test-IP header (DEDUPKIT_CLIENT_IP_HEADER)") == 1
+
+
+@pytest.mark.parametrize("link_local", ["fe80::1%eth0", "FE80::abcd:1", "169.254.10.1"])
+def test_a_link_local_address_in_the_cdn_header_is_no_client_address(
+    make_request: Any, caplog: pytest.LogCaptureFixture, link_local: str
+) -> None:
+    header = f"X-Link-Local-{link_local.replace(':', '').replace('%', '').replace('.', '')}"
+    for _ in range(2):
+        req = make_request(headers={header: link_local}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+        assert client_ip(req, header) is None
+    [warning] = [r.getMessage() for r in caplog.records if header in r.getMessage()]
+    assert "link-local address" in warning and "no client's" in warning
+
+
+def test_an_ipv4_mapped_remote_addr_is_sent_as_ipv4(make_request: Any) -> None:
+    req = make_request(environ_base={"REMOTE_ADDR": "::ffff:203.0.113.9"})
+
+    assert client_ip(req, None) == "203.0.113.9"
 
 
 def test_client_ip_falls_back_to_remote_addr_when_the_header_is_missing(make_request: Any) -> None:

@@ -39,6 +39,13 @@ for (const [variant, files] of Object.entries(FILES)) {
         assert.equal(bodies(page)[0].tag, 1);
       });
 
+      test('core.js carries the nonce of the script tag (a nonce-based CSP)', () => {
+        const page = makePage({ pintrk: 'missing', attrs: { 'tag-id': TAG_ID } });
+        page.tag.nonce = 'r4nd0m';
+        page.load();
+        assert.deepEqual(page.log.appended.map((el) => [el.src, el.nonce]), [[CORE_JS, 'r4nd0m']]);
+      });
+
       test('loads the tag from data-pintrk-src', () => {
         const src = 'http://127.0.0.1:9999/ct/core.js';
         const page = makePage({ pintrk: 'missing', attrs: { 'tag-id': TAG_ID, 'pintrk-src': src } });
@@ -131,6 +138,36 @@ for (const [variant, files] of Object.entries(FILES)) {
         assert.deepEqual([early, late], ['checkout-A-1', 'checkout-A-2']);
         assert.deepEqual(bodies(page).map((b) => b.event_id), ['checkout-A-1', 'checkout-A-2']);
         assert.deepEqual(page.tracked.map(([, , data]) => data.event_id), ['checkout-A-1', 'checkout-A-2']);
+      });
+
+      test('a ticket alone gives the event the id it was signed for, also through the stub', () => {
+        // kit.ticket() returns '<event_id>~<signed claims>'; an id may itself hold a '~'.
+        const page = makePage();
+        page.stub();
+        page.dedupkit.track('checkout', { value: 5 }, { ticket: 'checkout-A-1~WzEsImNoZWNrb3V0Il0.sig' });
+        page.load();
+        const late = page.dedupkit.track('checkout', { value: 5 }, { ticket: 'checkout-A~2~WzFd.sig' });
+        assert.equal(late, 'checkout-A~2');
+        assert.deepEqual(bodies(page).map((b) => b.event_id), ['checkout-A-1', 'checkout-A~2']);
+        assert.deepEqual(page.tracked.map(([, , data]) => data.event_id), ['checkout-A-1', 'checkout-A~2']);
+        assert.deepEqual(bodies(page).map((b) => b.ticket), ['checkout-A-1~WzEsImNoZWNrb3V0Il0.sig', 'checkout-A~2~WzFd.sig']);
+      });
+
+      test('a ticket that shows no id (an older one) gets a fresh id, which the server refuses', () => {
+        const page = makePage();
+        page.load();
+        const id = page.dedupkit.track('checkout', { value: 5 }, { ticket: 'WzEsImNoZWNrb3V0Il0.sig' });
+        assert.match(id, UUID_V4);
+        assert.equal(bodies(page)[0].event_id, id);
+      });
+
+      test('the tag gets the currency upper-cased, as the server sends it', () => {
+        const page = makePage();
+        page.load();
+        page.dedupkit.track('add_to_cart', { value: 2, currency: 'usd' });
+        assert.equal(page.tracked[0][2].currency, 'USD');
+        // The server checks and normalises what the page wrote.
+        assert.equal(bodies(page)[0].data.currency, 'usd');
       });
 
       test('gpc: 1 only when navigator.globalPrivacyControl is true', () => {

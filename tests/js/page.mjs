@@ -14,8 +14,8 @@ export const FILES = {
 export const SRC = 'https://shop.example/dedupkit/dedupkit.js';
 export const ENDPOINT = 'https://shop.example/dedupkit/events';
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-/** Four 32-bit random numbers in base 36: what the snippet mints without randomUUID. */
-export const RANDOM_ID = /^[0-9a-z]{1,7}(-[0-9a-z]{1,7}){3}$/;
+/** Four 32-bit random numbers: what the snippet mints without randomUUID. */
+export const RANDOM_ID = /^[0-9]{1,10}(-[0-9]{1,10}){3}$/;
 
 // Objects made inside the vm context have that realm's prototypes; compare plain copies.
 export const plain = (value) => (value === undefined ? undefined : JSON.parse(JSON.stringify(value)));
@@ -110,9 +110,9 @@ export function makePage(options = {}) {
       jar.write(text);
     },
     head: {
-      appendChild(el) {
+      // Element.append, what the snippet calls (its return value is undefined).
+      append(el) {
         log.appended.push(el);
-        return el;
       },
     },
     createElement: (name) => ({ tagName: name.toUpperCase() }),
@@ -142,7 +142,7 @@ export function makePage(options = {}) {
       log.fetches.push({ endpoint, init: { ...init } });
       // A thenable: records whether the snippet handles a network failure.
       return {
-        then(onOk, onError) {
+        catch(onError) {
           log.rejectionHandled.push(typeof onError === 'function');
           if (fetch === 'reject' && onError) onError(new TypeError('Failed to fetch'));
         },
