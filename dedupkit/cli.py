@@ -24,9 +24,10 @@ from . import logs
 from .delivery.sender import CREDENTIALS, EXPIRED
 from .errors import ConfigurationError, DedupKitError, OutboxError
 from .event.model import build_event
-from .outbox import DeadLetter, Outbox, Pause
+from .outbox import DeadLetter, Outbox, OutboxStats, Pause
 from .redaction import redacted_url
 from .state import State, get_state
+from .vocabulary import EventState, SkipReason
 
 #: Dead letters replayed per outbox call, so a large replay shows progress.
 REPLAY_CHUNK = 500
@@ -156,10 +157,7 @@ def status(as_json: bool) -> None:
             "enabled": state.enabled,
             "test_mode": state.settings.test_mode,
             "queue": redacted_url(state.queue_url),
-            "pending": stats.pending,
-            "in_flight": stats.in_flight,
-            "delivered": stats.delivered,
-            "dead": stats.dead,
+            **{kind.value: count for kind, count in _state_counts(stats).items()},
             "dead_last_24h": recent_dead,
             "oldest_pending_age": stats.oldest_pending_age,
             "pause": None
@@ -172,14 +170,12 @@ def status(as_json: bool) -> None:
     else:
         click.echo(f"queue       {redacted_url(state.queue_url)}")
         click.echo(f"mode        {_mode(state).strip(' ()') or 'live'}")
-        click.echo(f"pending     {stats.pending}")
-        click.echo(f"in flight   {stats.in_flight}")
-        click.echo(f"delivered   {stats.delivered}")
-        click.echo(f"dead        {stats.dead}")
+        for kind, count in _state_counts(stats).items():
+            click.echo(f"{kind.label:<12}  {count}")
         age = stats.oldest_pending_age
         click.echo(f"oldest pending  {'-' if age is None else f'{age:.0f}s'}")
         for reason, count in sorted(stats.skipped.items()):
-            click.echo(f"skipped ({reason})  {count}")
+            click.echo(f"skipped ({SkipReason.label_of(reason)})  {count}")
         if stats.last_errors:
             click.echo("last errors:")
             for when, message in stats.last_errors:
@@ -189,6 +185,15 @@ def status(as_json: bool) -> None:
             click.echo(f"  - {problem}")
     if problems:
         click.get_current_context().exit(1)
+
+
+def _state_counts(stats: OutboxStats) -> dict[EventState, int]:
+    return {
+        EventState.PENDING: stats.pending,
+        EventState.SENDING: stats.in_flight,
+        EventState.DELIVERED: stats.delivered,
+        EventState.DEAD: stats.dead,
+    }
 
 
 def _problems(

@@ -53,7 +53,10 @@ class DedupKit:
                 "and call init_app once per app."
             )
         settings = settings_module.load(app.config, overrides={**self._overrides, **overrides})
-        app.extensions[EXTENSION_KEY] = State(app, settings)
+        state = State(app, settings)
+        if state.enabled:
+            state.check_outbox()
+        app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.jinja_env.globals["dedupkit"] = TemplateHelpers()
         app.before_request(start_delivery)
@@ -82,6 +85,12 @@ class DedupKit:
         Tracking the same (name, event_id) twice sends one event. Returns at once: delivery
         happens in the background and its problems never raise here.
 
+        When the outbox fails the event waits in memory. Only if that is full too, and no
+        page waits on the call (outside a request, or with ``visitor=`` from a webhook),
+        :class:`~dedupkit.errors.OutboxError` says the event could be neither stored nor
+        kept: answer with a 5xx so that the payment provider retries. A page's own call
+        never raises it.
+
         ``visitor``, a :meth:`visitor_token` captured in the shopper's request, makes the
         event the shopper's: their click id, IP, user agent, consent and page, and none of
         the current request's. It is meant for webhooks, which are requests too, but from
@@ -92,6 +101,7 @@ class DedupKit:
         event in that transaction: it is sent only if the transaction commits (the order
         and its conversion commit together), and the sender is woken after the commit.
 
+        :raises OutboxError: see above.
         :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
             (:class:`~dedupkit.intake.visitor_token.InvalidVisitorToken`) for a visitor token that
             is altered, truncated, signed with another key or expired.
@@ -117,6 +127,8 @@ class DedupKit:
             event_time=event_time,
             event_source_url=event_source_url,
             user=user or {},
+            # No page waits on a webhook's or a worker's event: they are told when it is lost.
+            must_store=not in_request or visitor is not None,
         )
         if shopper is None and in_request:
             shopper = current_visitor(state)

@@ -142,9 +142,6 @@ class Settings:
     #: Skip crawlers, HTTP libraries and headless browsers. ``False`` counts them too (an app's
     #: own end-to-end tests).
     bot_filter: bool = True
-    #: Removed (late web events sent as offline count twice): setting it is a start-up error;
-    #: see ``flask dedupkit dead --replay --as-offline``.
-    send_late_as_offline: bool = False
     #: Deliver from a thread in each web process; turn it off when ``flask dedupkit worker``
     #: delivers.
     background_sender: bool = True
@@ -183,8 +180,12 @@ class Settings:
         return bool(self.ad_account_id and self.conversion_token)
 
     def outbox_url(self, instance_path: str) -> str:
-        """The queue URL, with the default SQLite file in the app's instance folder."""
-        return self.queue_url or f"sqlite:///{instance_path}/dedupkit.sqlite3"
+        """The queue URL; by default a SQLite file of the ad account in the app's instance
+        folder (``dedupkit-<account>.sqlite3``), so that two shops never share one."""
+        if self.queue_url:
+            return self.queue_url
+        account = f"-{self.ad_account_id}" if self.ad_account_id else ""
+        return f"sqlite:///{instance_path}/dedupkit{account}.sqlite3"
 
     def outbox_namespace(self) -> str:
         """Redis key prefix: one per ad account, so shops sharing a Redis never mix."""
@@ -197,8 +198,6 @@ KEYS: Mapping[str, str] = {
 }
 #: Every setting (without the prefix) and its default, for documentation and tooling.
 DEFAULTS: Mapping[str, Any] = {key: getattr(Settings(), name) for key, name in KEYS.items()}
-#: Keys from older releases, still accepted: the old name and the key that replaced it.
-RENAMED: Mapping[str, str] = {}
 
 
 def load(
@@ -287,7 +286,7 @@ def _warn_unknown(keys: Iterable[str]) -> None:
 
 def _unknown(key: str) -> bool:
     name = key[len(PREFIX) :]
-    return name not in KEYS and name not in RENAMED
+    return name not in KEYS
 
 
 def _closest(key: str) -> str:
@@ -427,12 +426,6 @@ def _check(settings: Settings) -> None:
     if not settings.api_base_url.startswith(("https://", "http://")):
         raise ConfigurationError(
             f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
-        )
-    if settings.send_late_as_offline:
-        raise ConfigurationError(
-            "DEDUPKIT_SEND_LATE_AS_OFFLINE is gone: late browser events sent as offline count "
-            "twice. Remove it; replay expired events explicitly with "
-            "'flask dedupkit dead --replay --as-offline' if you must"
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)

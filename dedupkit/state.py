@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -23,10 +22,19 @@ from .errors import ConfigurationError, OutboxError
 from .event.names import EventNames
 from .event.user_data import UserDataHasher
 from .outbox import Outbox, open_outbox
-from .outbox.fallback import Fallback
+from .outbox.base import NewerOutbox
+from .outbox.fallback import Fallback, spill_on_sigterm
+from .outbox.fallback_records import (
+    Record,
+    event_record,
+    evidence_record,
+    skip_record,
+    write_record,
+)
 from .ratelimit import limiter_for
 from .redaction import redacted_url
 from .settings import Settings
+from .vocabulary import SkipReason
 
 logger = logging.getLogger("dedupkit")
 
@@ -35,7 +43,7 @@ EXTENSION_KEY = "dedupkit"
 #: The longest a page waits for the outbox before its event is kept in memory instead.
 PUT_TIMEOUT = 0.05
 #: The skip reason that counts events dropped because the memory fallback was full.
-LOST_REASON = "lost_memory_full"
+LOST_REASON = SkipReason.LOST_MEMORY_FULL
 
 
 class Stored(enum.Enum):
@@ -59,14 +67,23 @@ class State:
         self.queue_url = settings.outbox_url(app.instance_path)
         self._outbox: Outbox | None = None
         self._outbox_lock = threading.Lock()
+        account = f"-{self.account}" if self.account else ""
         self.fallback = Fallback(
-            self._put_patiently,
-            spill_path=os.path.join(app.instance_path, "dedupkit-fallback.jsonl"),
+            self._write_patiently,
+            spill_dir=app.instance_path,
+            spill_name=f"dedupkit-fallback{account}",
             on_lost=self._count_lost,
         )
+        if self.enabled:
+            spill_on_sigterm()
         self.background = BackgroundSender(self.make_sender, flush_interval=settings.flush_interval)
         #: The per-client limit of the public events endpoint, ``None`` when off.
         self.rate_limiter = limiter_for(settings.rate_limit)
+
+    @property
+    def account(self) -> str | None:
+        """The ad account the outbox is bound to, ``None`` when none is configured."""
+        return str(self.settings.ad_account_id) if self.settings.ad_account_id else None
 
     @property
     def enabled(self) -> bool:
@@ -79,11 +96,37 @@ class State:
             with self._outbox_lock:
                 if self._outbox is None:
                     self._outbox = open_outbox(
-                        self.queue_url, namespace=self.settings.outbox_namespace()
+                        self.queue_url,
+                        namespace=self.settings.outbox_namespace(),
+                        account=self.account,
                     )
                     if self.enabled:
                         self.fallback.restore()
         return self._outbox
+
+    def check_outbox(self) -> None:
+        """At start-up: open the outbox once, so that one bound to another ad account, or
+        written by a newer dedupkit, stops the app with a message naming the fix. An outbox
+        that merely fails now (Redis down, disk full) is logged: events wait in memory.
+
+        :raises ConfigurationError: naming both accounts and the setting, or the version.
+        """
+        probe = open_outbox(
+            self.queue_url, namespace=self.settings.outbox_namespace(), account=self.account
+        )
+        try:
+            probe.recent_skips(1)
+        except NewerOutbox as exc:
+            raise ConfigurationError(str(exc)) from None
+        except OutboxError as exc:
+            logger.warning(
+                "the dedupkit outbox %s cannot be used now (%s); events wait in memory until it "
+                "can",
+                redacted_url(self.queue_url),
+                exc,
+            )
+        finally:
+            probe.close()
 
     def signing_keys(self) -> tuple[bytes, ...]:
         """The keys that sign tickets and visitor tokens, newest last (read on each use: an
@@ -120,27 +163,31 @@ class State:
         if self.enabled and self.settings.background_sender:
             self.background.ensure_started()
 
-    def store(self, payload: Mapping[str, Any]) -> Stored:
-        """Queue one CAPI event without ever holding the page for long.
+    def store(
+        self, payload: Mapping[str, Any], *, tag: bool | None = None, must_keep: bool = False
+    ) -> Stored:
+        """Queue one CAPI event (with a beacon's tag flag) in one write, without ever holding
+        the page for long.
 
         The outbox gets :data:`PUT_TIMEOUT`; if it fails or is locked the event waits in
         memory and is written by the fallback's own thread as soon as the outbox works.
+
+        :param must_keep: no page is waiting (a webhook, a worker): when the memory is full
+            too, raise rather than drop the oldest event held.
+        :raises OutboxError: with ``must_keep``, when the event could be neither stored nor
+            kept.
         """
-        try:
-            queued = self.outbox.put(payload, timeout=PUT_TIMEOUT)
-        except OutboxError as exc:
-            logger.warning(
-                "could not write to the dedupkit outbox %s (%s); keeping the event in memory",
-                redacted_url(self.queue_url),
-                exc,
-            )
-            self.fallback.keep(payload)
+        record = event_record(payload, tag)
+        queued = self._write_now(record, must_keep)
+        if queued is None:
             return Stored.KEPT_IN_MEMORY
         if queued:
             self._deliver_soon()
         return Stored.QUEUED if queued else Stored.DUPLICATE
 
-    def store_in(self, transaction: Any, payload: Mapping[str, Any]) -> Stored:
+    def store_in(
+        self, transaction: Any, payload: Mapping[str, Any], *, tag: bool | None = None
+    ) -> Stored:
         """Queue one CAPI event in the caller's database transaction (``kit.track(...,
         session=db.session)``): it commits with the order or vanishes with it, and the
         sender is woken once it has committed. No fallback: a failure is the caller's.
@@ -157,8 +204,28 @@ class State:
                 "postgresql+psycopg://… (the outbox is "
                 f"{redacted_url(self.queue_url)}), or call track() without session="
             )
-        queued: bool = put_in(transaction, payload, after_commit=self._deliver_soon)
+        queued: bool = put_in(transaction, payload, tag=tag, after_commit=self._deliver_soon)
         return Stored.QUEUED if queued else Stored.DUPLICATE
+
+    def _write_now(self, record: Record, must_keep: bool) -> bool | None:
+        """Write ``record`` within :data:`PUT_TIMEOUT`, or keep it in memory (``None``)."""
+        try:
+            return write_record(self.outbox, record, timeout=PUT_TIMEOUT)
+        except OutboxError as exc:
+            logger.warning(
+                "could not write to the dedupkit outbox %s (%s); keeping the record in memory",
+                redacted_url(self.queue_url),
+                exc,
+            )
+            if not must_keep:
+                self.fallback.keep(record)
+            elif not self.fallback.try_keep(record):
+                raise OutboxError(
+                    f"dedupkit could neither store this event ({exc}) nor keep it: "
+                    f"{self.fallback.cap} records already wait in memory for the outbox. "
+                    "Answer with an error so that the caller retries"
+                ) from exc
+            return None
 
     def _deliver_soon(self) -> None:
         # Waking a sender that does not run (none wanted, or not started) does nothing.
@@ -166,25 +233,32 @@ class State:
         self.background.wake()
 
     def record_skip(
-        self, reason: str, *, event_name: str | None = None, event_id: str | None = None
+        self,
+        reason: SkipReason,
+        *,
+        event_name: str | None = None,
+        event_id: str | None = None,
+        tag: bool | None = None,
     ) -> None:
         """Count an event deliberately not sent (and keep it for the ledger's "tag only"
-        verdict); a failing outbox only loses the count."""
-        try:
-            self.outbox.record_skip(reason, event_name=event_name, event_id=event_id)
-        except OutboxError:
-            logger.warning("could not count a skipped event (%s)", reason)
+        verdict) with a beacon's tag flag, in one write bounded like :meth:`store`'s and
+        kept in memory as events are when the outbox fails."""
+        self._write_now(skip_record(reason.value, event_name, event_id, tag), False)
 
-    def _put_patiently(self, payload: Mapping[str, Any]) -> bool:
+    def record_tag(self, event_name: str, event_id: str, fired: bool) -> None:
+        """Store tag evidence in one write bounded like :meth:`store`'s, kept in memory as
+        events are when the outbox fails."""
+        self._write_now(evidence_record(event_name, event_id, fired), False)
+
+    def _write_patiently(self, record: Record) -> bool:
         # The fallback's thread may wait for a lock: no page is waiting on it.
-        queued = self.outbox.put(payload)
+        queued = write_record(self.outbox, record)
         if queued:
             self._deliver_soon()
         return queued
 
-    def _count_lost(self, count: int) -> None:
-        for _ in range(count):
-            self.outbox.record_skip(LOST_REASON)
+    def _count_lost(self, reason: SkipReason, count: int) -> None:
+        self.outbox.record_skip(reason.value, count=count)
 
 
 def get_state(app: Flask | None = None) -> State:

@@ -43,6 +43,7 @@ from dedupkit.event.model import build_event
 from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import Conversion, FakePinterest
+from dedupkit.vocabulary import SkipReason
 
 #: A made-up tag id: the fake's stand-in tag accepts any.
 DEMO_TAG_ID = "2612345678901"
@@ -590,13 +591,9 @@ def _row(conversion: Conversion) -> ConversionRow:
     )
 
 
-#: Why dedupkit did not send an event, in words (``OutboxStats.skipped`` keys).
-SKIP_REASONS = {
-    "bot": "crawler or headless browser",
-    "no_consent": "no consent",
-    "no_identity": "no email, IP or user agent",
-    "gpc_opt_out": "Global Privacy Control opt-out",
-}
+#: Why dedupkit did not send an event, in words (``OutboxStats.skipped`` keys): the one
+#: vocabulary's labels.
+SKIP_REASONS = {reason.value: reason.label for reason in SkipReason}
 
 
 @shop.get("/pinterest")

@@ -21,6 +21,7 @@ from demo_site import create_app
 from demo_site.database_orders import DatabaseOrders
 
 from .support.agents import CHROME_UA
+from .support.polling import wait_until
 from .support.postgres_server import PostgresServer
 
 #: A desktop Chrome: a shopper, not a bot (the test client's own user agent is filtered).
@@ -241,6 +242,9 @@ def test_pinterest_page_shows_one_deduplicated_conversion(
     }
     httpx.post(f"{fake.base_url}/_fake/tag", content=json.dumps(report)).raise_for_status()
 
+    delivered = re.compile(r"<th scope=\"row\">Delivered</th><td class=\"num\">1</td>")
+    # Pinterest answers before the sender records the ack: wait for it, as a reload would.
+    assert wait_until(lambda: delivered.search(client.get("/pinterest").get_data(as_text=True)))
     html = client.get("/pinterest").get_data(as_text=True)
     assert "<code>checkout-A-1001</code>" in html
     assert '<span class="badge both">both</span> = 1 conversion' in html

@@ -151,11 +151,6 @@ def test_app_config_beats_the_environment_and_says_so_when_they_differ(
     assert (settings.tag_id, settings.conversion_token) == ("7", "pina_FromTheEnvironment0")
 
 
-def test_send_late_as_offline_is_an_error_naming_the_explicit_replay() -> None:
-    message = problem(SEND_LATE_AS_OFFLINE=True)
-    assert "flask dedupkit dead --replay --as-offline" in message
-
-
 def test_flask_routes_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEDUPKIT_")}
     result = subprocess.run(

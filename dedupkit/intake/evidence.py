@@ -3,13 +3,14 @@
 Two sources, both beacons to ``POST {prefix}/events``:
 
 - a browser event's own beacon carries ``tag: 1`` (the tag was there and the call made) or
-  ``tag: 0`` (blocked or absent): the intake passes it to :func:`record_tag_flag`;
+  ``tag: 0`` (blocked or absent): :func:`tag_flag` reads it and the intake stores it in the
+  same write as the event's outcome;
 - an event the server tracked and the page mirrored with ``{{ dedupkit.pintrk(event) }}`` sends
   ``{"evidence": 1, "event_name": …, "event_id": …, "tag": 1|0}``: :func:`record_evidence`.
 
 Evidence only colours the ledger's verdicts; it never changes what is sent. A beacon is
-untrusted, so both are bounded (see :data:`~dedupkit.outbox.base.EVIDENCE_KEPT`) and a failing
-outbox only loses the evidence.
+untrusted, so both are bounded (see :data:`~dedupkit.outbox.base.EVIDENCE_KEPT`); a failing
+outbox keeps it in memory, as events are (:meth:`~dedupkit.state.State.record_tag`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from ..errors import InvalidEvent, OutboxError
+from ..errors import InvalidEvent
 from ..state import State
 
 logger = logging.getLogger("dedupkit")
@@ -45,34 +46,18 @@ def record_evidence(state: State, body: Mapping[str, object]) -> None:
         raise InvalidEvent(f"an evidence beacon has no key {unknown[0]!r}")
     if not is_evidence(body):
         raise InvalidEvent("evidence must be 1")
-    fired = _flag(body.get("tag"))
+    fired = tag_flag(body.get("tag"))
     if fired is None:
         raise InvalidEvent("tag must be 1 (the tag call was made) or 0 (blocked or absent)")
     name = _text(body.get("event_name"), "event_name", MAX_NAME_LENGTH)
     event_id = _text(body.get("event_id"), "event_id", MAX_ID_LENGTH)
     # Evidence is stored under the CAPI name, as the entries are; unknown names are refused.
-    _store(state, state.names.resolve(name).capi, event_id, fired)
+    state.record_tag(state.names.resolve(name).capi, event_id, fired)
 
 
-def record_tag_flag(state: State, event_name: str, event_id: str, tag: object) -> None:
-    """Store the ``tag`` flag of a browser event's beacon, once the event is recorded.
-
-    ``event_name`` is the CAPI name of the recorded event. A beacon without the flag (an older
-    snippet) or with a value other than 0/1 stores nothing.
-    """
-    fired = _flag(tag)
-    if fired is not None and 0 < len(event_id) <= MAX_ID_LENGTH:
-        _store(state, event_name, event_id, fired)
-
-
-def _store(state: State, event_name: str, event_id: str, fired: bool) -> None:
-    try:
-        state.outbox.record_tag(event_name, event_id, fired)
-    except OutboxError as exc:
-        logger.warning("could not store tag evidence for %s (%s)", event_name, exc)
-
-
-def _flag(value: object) -> bool | None:
+def tag_flag(value: object) -> bool | None:
+    """A beacon's ``tag`` flag: ``True`` for 1, ``False`` for 0, ``None`` for anything else
+    (no flag: nothing is stored)."""
     if value in (1, True) and not isinstance(value, float):
         return True
     if value in (0, False) and not isinstance(value, float):

@@ -21,6 +21,7 @@ from ..event.limits import check_capi_event
 from ..event.model import Event, build_event
 from ..event.user_data import has_required_identity
 from ..state import State, Stored, get_state
+from ..vocabulary import SkipReason
 from . import privacy, tickets
 from .bots import is_bot
 from .visitor import Consent, Visitor, read_visitor
@@ -43,14 +44,6 @@ class Outcome(enum.Enum):
     KEPT_IN_MEMORY = "kept_in_memory"
     #: ``DEDUPKIT_ENABLED`` is off: nothing is sent.
     DISABLED = "disabled"
-
-
-class SkipReason(str, enum.Enum):
-    NO_CONSENT = "no_consent"
-    BOT = "bot"
-    NO_IDENTITY = "no_identity"
-    #: The visitor sent a GPC signal and ``DEDUPKIT_GPC = "opt_out"``.
-    GPC_OPT_OUT = "gpc_opt_out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +73,11 @@ class Submission:
     :param page_consent: the page granted consent (a drop-in page on another site).
     :param ticket: the server's signed permission for an event outside ``BROWSER_EVENTS``.
     :param page_gpc: the page reported ``navigator.globalPrivacyControl``.
+    :param tag: a beacon's tag flag (see :func:`dedupkit.evidence.tag_flag`), stored in the
+        same write as the event's outcome.
+    :param must_store: no page waits on this event (a webhook, a worker): when it can be
+        neither stored nor kept in memory, :func:`record` raises
+        :class:`~dedupkit.errors.OutboxError` so that the caller can retry.
     """
 
     name: str
@@ -93,6 +91,8 @@ class Submission:
     page_consent: bool = False
     ticket: str | None = None
     page_gpc: bool = False
+    tag: bool | None = None
+    must_store: bool = False
 
 
 def record(
@@ -109,6 +109,8 @@ def record(
         forged, expired or signed for another event (any event that carries one).
     :raises InvalidEvent: for malformed data, naming the field; outside a request also for
         an event without the identity Pinterest needs.
+    :raises OutboxError: with ``submission.must_store``, when the event could be neither
+        stored nor kept.
     """
     name = state.names.resolve(submission.name)
     if (
@@ -156,12 +158,17 @@ def record(
         else _skip_reason(state, event, visitor, submission.page_consent)
     )
     if reason is not None:
-        state.record_skip(reason.value, event_name=event.capi_name, event_id=event.event_id)
+        state.record_skip(
+            reason, event_name=event.capi_name, event_id=event.event_id, tag=submission.tag
+        )
         return Recorded(event, Outcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
-    stored = state.store(payload) if transaction is None else state.store_in(transaction, payload)
+    if transaction is not None:
+        stored = state.store_in(transaction, payload, tag=submission.tag)
+    else:
+        stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
     return Recorded(event, _OUTCOMES[stored])
 
 

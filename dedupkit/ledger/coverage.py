@@ -13,7 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..outbox.base import EntryState, LedgerEntry
+from ..outbox.base import LedgerEntry
+from ..vocabulary import EventState
 from .verdicts import DEDUP_WINDOW, Verdict, advice_for, judge
 
 HOUR = 3600.0
@@ -75,7 +76,7 @@ def _window(judged: Sequence[tuple[LedgerEntry, Verdict]], now: float) -> dict[s
     revenue: defaultdict[str, float] = defaultdict(float)
     lags: list[float] = []
     for entry, verdict in judged:
-        if entry.state is not EntryState.DELIVERED:
+        if entry.state is not EventState.DELIVERED:
             continue
         if verdict is not Verdict.TEST and entry.event_name == CHECKOUT and entry.value:
             revenue[entry.currency or "?"] += entry.value

@@ -2,7 +2,10 @@
 
 Nothing is counted in process memory: every worker and host answers a scrape with the same
 figures, read from the outbox they share (a custom collector), so several gunicorn workers
-need no multiprocess directory. Needs ``prometheus_client``
+need no multiprocess directory. Counters are the outbox's monotonic totals
+(:attr:`~dedupkit.outbox.base.OutboxStats.totals` and the skip counts): pruning delivered
+entries or replaying dead letters never lowers one, so ``rate()`` and ``increase()`` see no
+reset. What the outbox holds now (pending, dead letters) is a gauge. Needs ``prometheus_client``
 (``pip install 'flask-dedupkit[metrics]'``);
 without it dedupkit still imports and the endpoint answers 501 naming the extra.
 
@@ -20,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, abort, jsonify
 
 from ..errors import OutboxError
-from ..outbox.base import LAG_BUCKETS, Outbox
+from ..outbox.base import LAG_BUCKETS, TOTALS, Outbox
 from ..state import get_state
+from ..vocabulary import EventState, SkipReason
 from .page import debug_ui_allowed, scrub
 
 if TYPE_CHECKING:
@@ -29,12 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dedupkit")
 
-#: ``dedupkit_events_total`` outcomes and the skip reasons they count.
-SKIP_OUTCOMES = {
-    "skipped_bot": "bot",
-    "skipped_consent": "no_consent",
-    "skipped_identity": "no_identity",
-}
 MISSING_EXTRA = (
     "dedupkit metrics need prometheus_client: pip install 'flask-dedupkit[metrics]' "
     "(or pip install prometheus_client)"
@@ -64,21 +62,56 @@ class OutboxCollector:
             value=stats.pending + stats.in_flight,
         )
         yield GaugeMetricFamily(
+            "dedupkit_outbox_dead_letters",
+            "Dead letters the outbox holds now (replayed ones leave it).",
+            value=stats.dead,
+        )
+        held = GaugeMetricFamily(
+            "dedupkit_outbox_events",
+            "Events the outbox holds now, by state (delivered ones until pruned).",
+            labels=["state"],
+        )
+        for state, count in (
+            (EventState.PENDING, stats.pending),
+            (EventState.SENDING, stats.in_flight),
+            (EventState.DELIVERED, stats.delivered),
+            (EventState.DEAD, stats.dead),
+        ):
+            held.add_metric([state.metric], count)
+        yield held
+        yield GaugeMetricFamily(
             "dedupkit_outbox_oldest_pending_seconds",
             "Age of the oldest event not delivered yet (0 when none).",
             value=stats.oldest_pending_age or 0.0,
         )
         events = CounterMetricFamily(
             "dedupkit_events",
-            "Events by outcome: delivered, dead (dead letters now held), skipped, duplicate.",
+            "Events by outcome, ever: queued, delivered, dead (dead-lettered), replayed, "
+            "duplicate.",
             labels=["outcome"],
         )
-        events.add_metric(["delivered"], stats.delivered)
-        events.add_metric(["dead"], stats.dead)
-        for outcome, reason in SKIP_OUTCOMES.items():
-            events.add_metric([outcome], stats.skipped.get(reason, 0))
-        events.add_metric(["duplicate"], stats.duplicates)
+        for outcome in TOTALS:
+            events.add_metric([outcome], stats.totals.get(outcome, 0))
         yield events
+        skipped = CounterMetricFamily(
+            "dedupkit_skipped",
+            "Events deliberately not sent to the API, by reason, ever.",
+            labels=["reason"],
+        )
+        lost = CounterMetricFamily(
+            "dedupkit_lost",
+            "Events lost by a failure (memory fallback full, unreadable spill line), ever.",
+            labels=["reason"],
+        )
+        for reason in SkipReason:
+            family = lost if reason.is_loss else skipped
+            family.add_metric([reason.metric], stats.skipped.get(reason.value, 0))
+        known = {reason.value for reason in SkipReason}
+        for name, count in sorted(stats.skipped.items()):
+            if name not in known:  # recorded by another version: still counted
+                skipped.add_metric([name], count)
+        yield skipped
+        yield lost
         yield GaugeMetricFamily(
             "dedupkit_delivery_paused",
             "1 while delivery to Pinterest is paused (Retry-After, credentials), else 0.",

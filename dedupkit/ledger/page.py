@@ -18,6 +18,7 @@ from ..errors import OutboxError, UnknownEventName
 from ..outbox.base import LedgerEntry, Skip
 from ..redaction import redact, redacted_url
 from ..state import State, get_state
+from ..vocabulary import EventState, SkipReason
 from .chart import legend, verdict_chart
 from .coverage import DAY, SCAN_LIMIT, summarize, with_missing_tag_hint
 from .verdicts import MEANINGS, judge, judge_skip
@@ -27,8 +28,8 @@ logger = logging.getLogger("dedupkit")
 #: Entries the dashboard lists by default, and at most (``?limit=``).
 LEDGER_LIMIT = 100
 MAX_LEDGER_LIMIT = 1000
-#: Skip reasons always shown, even at zero.
-SKIP_REASONS = ("bot", "no_consent", "no_identity")
+#: Skip reasons always shown, even at zero: every one of the vocabulary.
+SKIP_REASONS = tuple(reason.value for reason in SkipReason)
 #: Skipped events listed one by one.
 SKIPS_LISTED = 20
 #: ``DEDUPKIT_DEBUG_UI`` strings (from the environment) that turn the dashboard on.
@@ -142,11 +143,13 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
         "field_names": FIELD_NAMES,
         "counts": {
-            "pending": stats.pending,
-            "in_flight": stats.in_flight,
-            "delivered": stats.delivered,
-            "dead": stats.dead,
+            EventState.PENDING.value: stats.pending,
+            EventState.SENDING.value: stats.in_flight,
+            EventState.DELIVERED.value: stats.delivered,
+            EventState.DEAD.value: stats.dead,
         },
+        "state_labels": {state.value: state.label for state in EventState},
+        "skip_labels": {reason: SkipReason.label_of(reason) for reason in skipped},
         "oldest_pending_age": stats.oldest_pending_age,
         "skipped": skipped,
         "duplicates": stats.duplicates,
@@ -180,6 +183,7 @@ def _entry(entry: LedgerEntry, state: State, now: float, test_mode: bool) -> dic
         "tag_name": tag_name,
         "event_id": entry.event_id,
         "state": entry.state.value,
+        "state_label": entry.state.label,
         "attempts": entry.attempts,
         "event_time": entry.event_time,
         "age": max(0.0, now - born),
@@ -202,6 +206,7 @@ def _skip(skip: Skip) -> dict[str, Any]:
     return {
         "at": skip.at,
         "reason": skip.reason,
+        "reason_label": SkipReason.label_of(skip.reason),
         "event_name": skip.event_name,
         "event_id": skip.event_id,
         "verdict": judgement.verdict.value,

@@ -21,7 +21,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from ..outbox.base import EntryState, LedgerEntry, Skip
+from ..outbox.base import LedgerEntry, Skip
+from ..vocabulary import EventState, SkipReason
 
 #: Pinterest deduplicates a tag event and an API event with the same name and id when they
 #: arrive within this many seconds of each other.
@@ -45,14 +46,6 @@ MEANINGS = {
     Verdict.PENDING: "waiting to be sent, before the one-hour dedup deadline",
     Verdict.FAILED: "Pinterest refused it, or it was not delivered in time",
     Verdict.TEST: "sent with ?test=true: Pinterest checked it and recorded nothing",
-}
-
-#: Why a skipped event was not sent, in plain words.
-SKIP_REASONS = {
-    "no_consent": "no consent",
-    "bot": "a bot",
-    "no_identity": "no e-mail, mobile ad id, or IP and user agent",
-    "lost_memory_full": "lost: the outbox failed and the memory buffer was full",
 }
 
 # What to do about a dead letter, by the words of its message (first match wins).
@@ -99,7 +92,7 @@ class Judgement:
 
 def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgement:
     """The verdict on one outbox entry; ``test_mode`` stands in for an unrecorded test flag."""
-    if entry.state in (EntryState.PENDING, EntryState.IN_FLIGHT):
+    if entry.state in (EventState.PENDING, EventState.SENDING):
         born = entry.event_time if entry.event_time is not None else entry.created_at
         left = DEDUP_WINDOW - (now - (born if born is not None else entry.updated_at))
         detail = (
@@ -108,7 +101,7 @@ def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgeme
             else "past the one-hour dedup deadline: Pinterest may count the tag's too"
         )
         return Judgement(Verdict.PENDING, detail, time_left=left)
-    if entry.state is EntryState.DEAD:
+    if entry.state is EventState.DEAD:
         message = entry.last_error or "refused"
         return Judgement(Verdict.FAILED, message, advice=advice_for(message))
     tested = entry.test if entry.test is not None else test_mode
@@ -123,7 +116,7 @@ def judge(entry: LedgerEntry, *, now: float, test_mode: bool = False) -> Judgeme
 
 def judge_skip(skip: Skip) -> Judgement:
     """The verdict on an event the server skipped: *tag only*, with the reason."""
-    reason = SKIP_REASONS.get(skip.reason, skip.reason.replace("_", " "))
+    reason = SkipReason.label_of(skip.reason)
     return Judgement(Verdict.TAG_ONLY, f"not sent by the server: {reason}")
 
 

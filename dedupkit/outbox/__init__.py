@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-def open_outbox(url: str, *, namespace: str | None = None) -> Outbox:
+def open_outbox(url: str, *, namespace: str | None = None, account: str | None = None) -> Outbox:
     """Open the outbox that ``DEDUPKIT_QUEUE_URL`` names.
 
     ``sqlite:///relative/path`` and ``sqlite:////absolute/path`` (SQLAlchemy's spelling) open
@@ -42,6 +42,9 @@ def open_outbox(url: str, *, namespace: str | None = None) -> Outbox:
         outbox's rows, so that several shops share one database without seeing each other's
         events (``"dedupkit"`` when ``None``). A SQLite file belongs to one shop: it ignores
         the namespace.
+
+    :param account: the ad account of the process: the outbox is bound to it (see
+        :class:`SQLiteOutbox`), stamps it on every event and claims only its events.
 
     :raises ConfigurationError: for an unknown scheme or a SQLite URL without a path.
     """
@@ -55,19 +58,19 @@ def open_outbox(url: str, *, namespace: str | None = None) -> Outbox:
                 "DEDUPKIT_QUEUE_URL: a SQLite outbox URL is sqlite:///relative/path or "
                 "sqlite:////absolute/path, with no host and no query"
             )
-        return SQLiteOutbox(path)
+        return SQLiteOutbox(path, account=account)
     if scheme in ("redis", "rediss"):
         from .redis import RedisOutbox
 
         if namespace is None:
-            return RedisOutbox(url)
-        return RedisOutbox(url, namespace=namespace)
+            return RedisOutbox(url, account=account)
+        return RedisOutbox(url, namespace=namespace, account=account)
     if scheme.partition("+")[0] in POSTGRES_SCHEMES:
         from .postgres import PostgresOutbox
 
         if namespace is None:
-            return PostgresOutbox(url)
-        return PostgresOutbox(url, namespace=namespace)
+            return PostgresOutbox(url, account=account)
+        return PostgresOutbox(url, namespace=namespace, account=account)
     # Only the scheme is quoted: the rest of the URL may hold a password.
     problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
     raise ConfigurationError(

@@ -9,7 +9,6 @@ dead-lettered; a claim whose lease ran out (its process died) can be claimed aga
 from __future__ import annotations
 
 import bisect
-import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from ..errors import ConfigurationError, OutboxError
 from ..event.wire import encode_event
+from ..vocabulary import EventState
 
 #: Longer pause reasons (and, in Redis, error messages) are cut: a verbose answer must not
 #: bloat the store.
@@ -33,13 +34,14 @@ EVIDENCE_KEPT = 100_000
 EVIDENCE_TTL = 7 * 24 * 3600.0
 #: The outcome counter of puts that found their ``(event_name, event_id)`` already stored.
 DUPLICATE = "duplicate"
+#: The outcomes counted for ever in :attr:`OutboxStats.totals`, shared by every process: events
+#: stored, delivered, dead-lettered, replayed from the dead letters, and duplicate puts. They
+#: only go up: pruning delivered entries or replaying dead letters lowers none of them.
+TOTALS = ("queued", "delivered", "dead", "replayed", DUPLICATE)
 
 
-class EntryState(enum.Enum):
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    DELIVERED = "delivered"
-    DEAD = "dead"
+#: The states of a stored event: :class:`dedupkit.vocabulary.EventState` (the one vocabulary).
+EntryState = EventState
 
 
 # Not slotted: ``payload`` caches what it decodes in the instance's dict.
@@ -100,6 +102,8 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     name, event_id = payload.get("event_name"), payload.get("event_id")
     if not isinstance(name, str) or not isinstance(event_id, str):
         raise ValueError("an outbox payload needs a string 'event_name' and 'event_id'")
+    if event_time_of(payload) is None:
+        raise ValueError("an outbox payload needs a numeric 'event_time'")
     try:
         text = encode_event(payload)
         # Lone surrogates pass json but not UTF-8: refuse them here, the same for every backend.
@@ -107,6 +111,20 @@ def stored_entry(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the outbox payload cannot be stored as UTF-8 JSON: {exc}") from None
     return name, event_id, text
+
+
+class NewerOutbox(OutboxError):
+    """The outbox was written by a newer dedupkit (a higher schema version): not used."""
+
+
+def foreign_outbox(where: str, recorded: str, account: str) -> ConfigurationError:
+    """The start-up error of a process whose ad account is not the one its outbox belongs to."""
+    return ConfigurationError(
+        f"the dedupkit outbox {where} belongs to ad account {recorded}, but this app is "
+        f"configured for ad account {account} (DEDUPKIT_AD_ACCOUNT_ID): one outbox serves "
+        "one shop. Give this app its own DEDUPKIT_QUEUE_URL (or DEDUPKIT_QUEUE_NAMESPACE for "
+        "Redis), or correct DEDUPKIT_AD_ACCOUNT_ID"
+    )
 
 
 def as_offline_text(raw: str) -> str:
@@ -191,6 +209,8 @@ class OutboxStats:
     lag_counts: Sequence[int] = ()
     #: The sum of those lags, in seconds.
     lag_sum: float = 0.0
+    #: Monotonic counts of each of :data:`TOTALS`, ever (missing ones are 0).
+    totals: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +317,20 @@ class Outbox(Protocol):
     """
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
         """Store an event as :func:`~dedupkit.event.wire.encode_event`'s text; ``False`` if
         ``(event_name, event_id)`` was already stored (counted in
-        :attr:`OutboxStats.duplicates`).
+        :attr:`OutboxStats.duplicates`). A stored event counts as ``queued`` in
+        :attr:`OutboxStats.totals`.
+
+        With ``tag`` the event's tag evidence (see :meth:`record_tag`) is stored in the same
+        write: a beacon's outcome is one write, whole or not at all.
 
         With ``timeout`` the call waits at most about that many seconds for a lock or a slow
         store, then raises :class:`~dedupkit.errors.OutboxError` (for the request path, which
@@ -360,17 +389,30 @@ class Outbox(Protocol):
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count an event that was deliberately not enqueued; with its name and id it is also
-        remembered among the last :data:`SKIPS_KEPT` (see :meth:`recent_skips`)."""
+        """Count ``count`` events that were deliberately not enqueued (or lost: see
+        :class:`~dedupkit.vocabulary.SkipReason`); with a name and id the event is also
+        remembered among the last :data:`SKIPS_KEPT` (see :meth:`recent_skips`), and with
+        ``tag`` its tag evidence is stored, all in one write. ``timeout`` bounds the write
+        as in :meth:`put`."""
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
         """Up to ``limit`` of the skipped events recorded with a name and id, newest first."""
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
-        """Remember whether the browser made the tag call for ``(event_name, event_id)``.
+        """Remember whether the browser made the tag call for ``(event_name, event_id)``;
+        ``timeout`` bounds the write as in :meth:`put`.
 
         Evidence may come before the entry, or for an entry never stored. ``fired`` once stays
         fired (a blocked reload does not undo it). Bounded: the oldest evidence goes beyond

@@ -7,9 +7,11 @@ transactional outbox): the conversion commits with the order, or not at all.
 
 The tables are :data:`metadata`'s, all named ``dedupkit_*``; an app that manages its schema
 with Alembic adds :data:`metadata` to its ``target_metadata`` (they are otherwise created on
-first use). One database holds several shops: every row carries its ``account`` (the
-outbox's namespace, ``dedupkit:<ad account id>`` by default) and no method reads or changes
-another account's rows.
+first use). One database holds several shops: every row carries its ``namespace``
+(``dedupkit:<ad account id>`` by default) and no method reads or changes another namespace's
+rows. A namespace belongs to the first ad account that uses it (a process configured for
+another is refused), and every event carries the ad account that stored it: a sender claims
+only its own account's events (and those stored by a tool without one).
 
 ``Claimed.id`` is ``<row id>:<claim number>`` (as in SQLite): ``retry``/``dead`` only match
 the current claim. :attr:`DeadLetter.id` is the bare row id.
@@ -45,15 +47,18 @@ from .base import (
     LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
+    TOTALS,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
+    NewerOutbox,
     OutboxStats,
     Pause,
     Skip,
     as_offline_text,
     event_time_of,
+    foreign_outbox,
     lag_bucket,
     ledger_entry,
     stored_entry,
@@ -86,7 +91,9 @@ outbox_table = sa.Table(
     "dedupkit_outbox",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("namespace", sa.Text, nullable=False),
+    #: The ad account of the process that stored it (``NULL``: a tool without one).
+    sa.Column("account", sa.Text),
     sa.Column("event_name", sa.Text, nullable=False),
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
@@ -102,49 +109,52 @@ outbox_table = sa.Table(
     sa.Column("value", sa.Double),
     sa.Column("currency", sa.Text),
     sa.Column("test", sa.Boolean),
-    sa.UniqueConstraint("account", "event_name", "event_id", name="dedupkit_outbox_event"),
-    sa.Index("dedupkit_outbox_due", "account", "status", "due_at"),
-    sa.Index("dedupkit_outbox_changed", "account", "changed_at"),
-    sa.Index("dedupkit_outbox_created", "account", "created_at"),
+    sa.UniqueConstraint("namespace", "event_name", "event_id", name="dedupkit_outbox_event"),
+    sa.Index("dedupkit_outbox_due", "namespace", "status", "due_at"),
+    sa.Index("dedupkit_outbox_changed", "namespace", "changed_at"),
+    sa.Index("dedupkit_outbox_created", "namespace", "created_at"),
 )
 #: Tag evidence: did the browser make the tag call for an event.
 evidence_table = sa.Table(
     "dedupkit_evidence",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("namespace", sa.Text, nullable=False),
     sa.Column("event_name", sa.Text, nullable=False),
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("tag", sa.Boolean, nullable=False),
     sa.Column("at", sa.Double, nullable=False),
-    sa.UniqueConstraint("account", "event_name", "event_id", name="dedupkit_evidence_event"),
-    sa.Index("dedupkit_evidence_order", "account", "id"),
+    sa.UniqueConstraint("namespace", "event_name", "event_id", name="dedupkit_evidence_event"),
+    sa.Index("dedupkit_evidence_order", "namespace", "id"),
 )
 #: The last skipped events with a name and id.
 skips_table = sa.Table(
     "dedupkit_skips",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("namespace", sa.Text, nullable=False),
     sa.Column("at", sa.Double, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("event_name", sa.Text),
     sa.Column("event_id", sa.Text),
-    sa.Index("dedupkit_skips_order", "account", "id"),
+    sa.Index("dedupkit_skips_order", "namespace", "id"),
 )
-#: Counters that only go up (duplicates, skips by reason, the lag histogram), per account.
+#: Counters that only go up (the outcome totals, skips by reason, the lag histogram), per
+#: namespace.
 counters_table = sa.Table(
     "dedupkit_counters",
     metadata,
-    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("namespace", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("value", sa.Double, nullable=False),
 )
-#: The pause shared by every sender, and the recent errors, per account.
-accounts_table = sa.Table(
-    "dedupkit_accounts",
+#: Per namespace: the ad account it belongs to, the pause shared by every sender, the recent
+#: errors.
+namespaces_table = sa.Table(
+    "dedupkit_namespaces",
     metadata,
-    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("namespace", sa.Text, primary_key=True),
+    sa.Column("account", sa.Text),
     sa.Column("pause_until", sa.Double),
     sa.Column("pause_reason", sa.Text),
     sa.Column("pause_kind", sa.Text),
@@ -177,20 +187,21 @@ _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
 
 _PUT = sa.text(f"""
 INSERT INTO dedupkit_outbox (
-    account, event_name, event_id, payload, event_time, status, due_at, created_at,
+    namespace, account, event_name, event_id, payload, event_time, status, due_at, created_at,
     changed_at, fields, value, currency
 )
 VALUES (
-    :account, :event_name, :event_id, :payload, :event_time, {_PENDING}, :now, :now, :now,
-    :fields, :value, :currency
+    :namespace, :account, :event_name, :event_id, :payload, :event_time, {_PENDING}, :now,
+    :now, :now, :fields, :value, :currency
 )
-ON CONFLICT (account, event_name, event_id) DO NOTHING
+ON CONFLICT (namespace, event_name, event_id) DO NOTHING
 """)
 # SKIP LOCKED: a row another sender is claiming right now is left to it, not waited for.
 _CLAIM = sa.text(f"""
 WITH due AS (
     SELECT id FROM dedupkit_outbox
-    WHERE account = :account AND status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
+    WHERE namespace = :namespace AND status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
+        AND (CAST(:account AS TEXT) IS NULL OR account IS NULL OR account = :account)
     ORDER BY due_at, id LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
@@ -202,7 +213,7 @@ RETURNING o.id, o.claims, o.payload, o.attempts, o.event_time
 _ACK = sa.text(f"""
 UPDATE dedupkit_outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
     attempts = attempts + 1, test = :test
-WHERE account = :account AND id = ANY(CAST(:ids AS BIGINT[])) AND status != {_DELIVERED}
+WHERE namespace = :namespace AND id = ANY(CAST(:ids AS BIGINT[])) AND status != {_DELIVERED}
 RETURNING coalesce(event_time, created_at)
 """)
 # Only the current claim: a stale sender's late call matches no row.
@@ -210,20 +221,20 @@ _RETRY = sa.text(f"""
 UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = o.attempts + 1,
     due_at = :not_before, last_error = :error, changed_at = :now
 FROM unnest(CAST(:ids AS BIGINT[]), CAST(:claims AS INTEGER[])) AS c(id, claim)
-WHERE o.account = :account AND o.id = c.id AND o.claims = c.claim
+WHERE o.namespace = :namespace AND o.id = c.id AND o.claims = c.claim
     AND o.status = {_IN_FLIGHT}
 """)
 _DEAD_LETTER = sa.text(f"""
 UPDATE dedupkit_outbox o SET status = {_DEAD}, last_error = :reason, changed_at = :now,
     attempts = o.attempts + :sent
 FROM unnest(CAST(:ids AS BIGINT[]), CAST(:claims AS INTEGER[])) AS c(id, claim)
-WHERE o.account = :account AND o.id = c.id AND o.claims = c.claim
+WHERE o.namespace = :namespace AND o.id = c.id AND o.claims = c.claim
     AND o.status = {_IN_FLIGHT}
 """)
 _REPLAY_SET = f"""
 UPDATE dedupkit_outbox SET status = {_PENDING}, attempts = 0, due_at = :now, last_error = NULL,
     changed_at = :now
-WHERE account = :account AND status = {_DEAD}
+WHERE namespace = :namespace AND status = {_DEAD}
 """
 _REPLAY_ALL = sa.text(_REPLAY_SET)
 _REPLAY_IDS = sa.text(_REPLAY_SET + " AND id = ANY(CAST(:ids AS BIGINT[]))")
@@ -231,23 +242,23 @@ _REPLAY_OFFLINE = sa.text(f"""
 UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = 0, due_at = :now,
     last_error = NULL, changed_at = :now, payload = p.payload
 FROM unnest(CAST(:ids AS BIGINT[]), CAST(:payloads AS TEXT[])) AS p(id, payload)
-WHERE o.account = :account AND o.id = p.id AND o.status = {_DEAD}
+WHERE o.namespace = :namespace AND o.id = p.id AND o.status = {_DEAD}
 """)
 _DEAD_PAYLOADS = sa.text(f"""
 SELECT id, payload FROM dedupkit_outbox
-WHERE account = :account AND status = {_DEAD}
+WHERE namespace = :namespace AND status = {_DEAD}
     AND (CAST(:ids AS BIGINT[]) IS NULL OR id = ANY(CAST(:ids AS BIGINT[])))
 FOR UPDATE
 """)
 _COUNTS = sa.text(
-    "SELECT status, count(*) FROM dedupkit_outbox WHERE account = :account GROUP BY status"
+    "SELECT status, count(*) FROM dedupkit_outbox WHERE namespace = :namespace GROUP BY status"
 )
 _OLDEST = sa.text(f"""
 SELECT min(created_at) FROM dedupkit_outbox
-WHERE account = :account AND status IN ({_PENDING}, {_IN_FLIGHT})
+WHERE namespace = :namespace AND status IN ({_PENDING}, {_IN_FLIGHT})
 """)
 _DEAD_FILTER = f"""
-WHERE account = :account AND status = {_DEAD}
+WHERE namespace = :namespace AND status = {_DEAD}
     AND (CAST(:reason AS TEXT) IS NULL OR last_error = :reason)
     AND (CAST(:since AS DOUBLE PRECISION) IS NULL OR changed_at >= :since)
 """
@@ -261,76 +272,84 @@ o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.la
 CASE WHEN o.fields IS NULL THEN o.payload END, o.fields, o.created_at, o.value, o.currency,
 o.test, e.tag
 FROM dedupkit_outbox o LEFT JOIN dedupkit_evidence e
-    ON e.account = o.account AND e.event_name = o.event_name AND e.event_id = o.event_id
+    ON e.namespace = o.namespace AND e.event_name = o.event_name AND e.event_id = o.event_id
 """
 _RECENT = sa.text(f"""
-SELECT {_ENTRY_COLUMNS} WHERE o.account = :account
+SELECT {_ENTRY_COLUMNS} WHERE o.namespace = :namespace
 ORDER BY o.changed_at DESC, o.id DESC LIMIT :limit
 """)
 _SINCE = sa.text(f"""
-SELECT {_ENTRY_COLUMNS} WHERE o.account = :account AND o.created_at >= :since
+SELECT {_ENTRY_COLUMNS} WHERE o.namespace = :namespace AND o.created_at >= :since
 ORDER BY o.created_at DESC, o.id DESC LIMIT :limit
 """)
 # Fired once stays fired.
 _TAG = sa.text("""
-INSERT INTO dedupkit_evidence (account, event_name, event_id, tag, at)
-VALUES (:account, :event_name, :event_id, :tag, :at)
-ON CONFLICT (account, event_name, event_id)
+INSERT INTO dedupkit_evidence (namespace, event_name, event_id, tag, at)
+VALUES (:namespace, :event_name, :event_id, :tag, :at)
+ON CONFLICT (namespace, event_name, event_id)
 DO UPDATE SET tag = dedupkit_evidence.tag OR excluded.tag, at = excluded.at
 """)
-# Keeps the ``:kept`` newest rows of the account (by id); the limit is read at each call.
+# Keeps the ``:kept`` newest rows of the namespace (by id); the limit is read at each call.
 _TRIM = """
-DELETE FROM {table} WHERE account = :account AND id <= (
-    SELECT id FROM {table} WHERE account = :account ORDER BY id DESC OFFSET :kept LIMIT 1
+DELETE FROM {table} WHERE namespace = :namespace AND id <= (
+    SELECT id FROM {table} WHERE namespace = :namespace ORDER BY id DESC OFFSET :kept LIMIT 1
 )
 """
 _TRIM_EVIDENCE = sa.text(_TRIM.format(table="dedupkit_evidence"))
 _TRIM_SKIPS = sa.text(_TRIM.format(table="dedupkit_skips"))
-_PRUNE_EVIDENCE = sa.text("DELETE FROM dedupkit_evidence WHERE account = :account AND at < :cutoff")
+_PRUNE_EVIDENCE = sa.text(
+    "DELETE FROM dedupkit_evidence WHERE namespace = :namespace AND at < :cutoff"
+)
 _PRUNE = sa.text(f"""
 DELETE FROM dedupkit_outbox
-WHERE account = :account AND status = {_DELIVERED} AND changed_at < :cutoff
+WHERE namespace = :namespace AND status = {_DELIVERED} AND changed_at < :cutoff
 """)
 _SKIP = sa.text("""
-INSERT INTO dedupkit_skips (account, at, reason, event_name, event_id)
-VALUES (:account, :at, :reason, :event_name, :event_id)
+INSERT INTO dedupkit_skips (namespace, at, reason, event_name, event_id)
+VALUES (:namespace, :at, :reason, :event_name, :event_id)
 """)
 _RECENT_SKIPS = sa.text("""
-SELECT at, reason, event_name, event_id FROM dedupkit_skips WHERE account = :account
+SELECT at, reason, event_name, event_id FROM dedupkit_skips WHERE namespace = :namespace
 ORDER BY id DESC LIMIT :limit
 """)
 _COUNT = sa.text("""
-INSERT INTO dedupkit_counters (account, name, value) VALUES (:account, :name, :value)
-ON CONFLICT (account, name) DO UPDATE SET value = dedupkit_counters.value + excluded.value
+INSERT INTO dedupkit_counters (namespace, name, value) VALUES (:namespace, :name, :value)
+ON CONFLICT (namespace, name) DO UPDATE SET value = dedupkit_counters.value + excluded.value
 """)
-_COUNTERS = sa.text("SELECT name, value FROM dedupkit_counters WHERE account = :account")
-_ACCOUNT_ROW = sa.text("""
-INSERT INTO dedupkit_accounts (account) VALUES (:account) ON CONFLICT (account) DO NOTHING
+_COUNTERS = sa.text("SELECT name, value FROM dedupkit_counters WHERE namespace = :namespace")
+# The namespace's row; the first process with an ad account binds it, and learns whose it is.
+_BIND = sa.text("""
+INSERT INTO dedupkit_namespaces (namespace, account) VALUES (:namespace, :account)
+ON CONFLICT (namespace) DO UPDATE
+    SET account = coalesce(dedupkit_namespaces.account, excluded.account)
+RETURNING account
 """)
 # Raised only: a lower ``until`` (a shorter Retry-After seen elsewhere) changes nothing.
 _RAISE_PAUSE = sa.text("""
-INSERT INTO dedupkit_accounts (account, pause_until, pause_reason, pause_kind, pause_token_id)
-VALUES (:account, :until, :reason, :kind, :token_id)
-ON CONFLICT (account) DO UPDATE SET pause_until = excluded.pause_until,
+INSERT INTO dedupkit_namespaces (namespace, pause_until, pause_reason, pause_kind, pause_token_id)
+VALUES (:namespace, :until, :reason, :kind, :token_id)
+ON CONFLICT (namespace) DO UPDATE SET pause_until = excluded.pause_until,
     pause_reason = excluded.pause_reason, pause_kind = excluded.pause_kind,
     pause_token_id = excluded.pause_token_id
-WHERE dedupkit_accounts.pause_until IS NULL
-    OR dedupkit_accounts.pause_until < excluded.pause_until
+WHERE dedupkit_namespaces.pause_until IS NULL
+    OR dedupkit_namespaces.pause_until < excluded.pause_until
 """)
 _PAUSE = sa.text("""
-SELECT pause_until, pause_reason, pause_kind, pause_token_id FROM dedupkit_accounts
-WHERE account = :account
+SELECT pause_until, pause_reason, pause_kind, pause_token_id FROM dedupkit_namespaces
+WHERE namespace = :namespace
 """)
 _CLEAR_PAUSE = sa.text("""
-UPDATE dedupkit_accounts SET pause_until = NULL, pause_reason = NULL, pause_kind = NULL,
+UPDATE dedupkit_namespaces SET pause_until = NULL, pause_reason = NULL, pause_kind = NULL,
     pause_token_id = NULL
-WHERE account = :account
+WHERE namespace = :namespace
 """)
 _ERRORS_FOR_UPDATE = sa.text(
-    "SELECT last_errors FROM dedupkit_accounts WHERE account = :account FOR UPDATE"
+    "SELECT last_errors FROM dedupkit_namespaces WHERE namespace = :namespace FOR UPDATE"
 )
-_ERRORS = sa.text("SELECT last_errors FROM dedupkit_accounts WHERE account = :account")
-_SET_ERRORS = sa.text("UPDATE dedupkit_accounts SET last_errors = :errors WHERE account = :account")
+_ERRORS = sa.text("SELECT last_errors FROM dedupkit_namespaces WHERE namespace = :namespace")
+_SET_ERRORS = sa.text(
+    "UPDATE dedupkit_namespaces SET last_errors = :errors WHERE namespace = :namespace"
+)
 _DATABASE_ID = sa.text("SELECT value FROM dedupkit_meta WHERE key = 'database_id'")
 _NEW_DATABASE_ID = sa.text("""
 INSERT INTO dedupkit_meta (key, value) VALUES ('database_id', :id) ON CONFLICT (key) DO NOTHING
@@ -340,7 +359,9 @@ _TIMEOUTS = sa.text(
 )
 
 _SKIP_PREFIX = "skipped:"
-_DUPLICATES = "count:" + DUPLICATE
+#: The outcome totals (:data:`~dedupkit.outbox.base.TOTALS`) are counters ``count:<outcome>``.
+_TOTAL_PREFIX = "count:"
+_DUPLICATES = _TOTAL_PREFIX + DUPLICATE
 _LAG_PREFIX = "lag:"
 
 # What to check, by the words of the server's or the driver's message.
@@ -362,18 +383,28 @@ class PostgresOutbox:
     :meth:`prune` removes old ones. The tables are created on first use when missing.
 
     :param url: ``postgresql+psycopg://user:password@host:port/database`` (SQLAlchemy's).
-    :param namespace: the account every row of this outbox belongs to (``dedupkit:<ad
+    :param namespace: the partition every row of this outbox belongs to (``dedupkit:<ad
         account id>`` from the extension): shops sharing one database never see each
         other's events.
+    :param account: the ad account of this process: the namespace is bound to the first
+        account that uses it (another is a :class:`ConfigurationError`), every event stored
+        carries it, and claims take only its events (and those stored without an account).
+        ``None`` (a tool, a test) binds nothing and claims every event of the namespace.
     :param engine: a ready SQLAlchemy engine to use instead of creating one from ``url``
         (not disposed by :meth:`close`).
     :raises ConfigurationError: ``url`` is not a PostgreSQL URL SQLAlchemy can use.
     """
 
     def __init__(
-        self, url: str, *, namespace: str = "dedupkit", engine: Engine | None = None
+        self,
+        url: str,
+        *,
+        namespace: str = "dedupkit",
+        account: str | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.namespace = namespace
+        self.account = account
         self._owns_engine = engine is None
         self._engine = engine if engine is not None else _create_engine(url)
         #: Where the outbox lives, without the password, for messages and reprs.
@@ -393,7 +424,10 @@ class PostgresOutbox:
             weakref.finalize(self, self._engine.dispose)
 
     def __repr__(self) -> str:
-        return f"<PostgresOutbox {self.location} namespace={self.namespace!r}>"
+        return (
+            f"<PostgresOutbox {self.location} namespace={self.namespace!r} "
+            f"account={self.account!r}>"
+        )
 
     @property
     def engine(self) -> Engine:
@@ -403,22 +437,23 @@ class PostgresOutbox:
     # -- storing -----------------------------------------------------------------------
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
-        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+        """Store an event (and a beacon's tag flag) in one transaction; ``False`` if
+        ``(event_name, event_id)`` was already stored.
 
         :param timeout: the longest a statement or a lock may take (``statement_timeout``
             and ``lock_timeout``), then :class:`OutboxError`; while the database was
             unreachable a moment ago a timed put fails at once.
         """
         params = self._put_params(payload, now)
-        until, why = self._unreachable
-        if timeout is not None and time.monotonic() < until:
-            raise OutboxError(f"{why}; not tried again for {UNREACHABLE_BACKOFF:g} s")
-        with self._errors("store an event in"), self._begin() as conn:
-            if timeout is not None:
-                conn.execute(_TIMEOUTS, {"ms": f"{max(1, round(timeout * 1000))}ms"})
-            return self._insert(conn, params)
+        with self._errors("store an event in"), self._begin(timeout=timeout) as conn:
+            return self._insert(conn, params, tag)
 
     def put_in(
         self,
@@ -426,6 +461,7 @@ class PostgresOutbox:
         payload: Mapping[str, Any],
         *,
         now: float | None = None,
+        tag: bool | None = None,
         after_commit: Callable[[], None] | None = None,
     ) -> bool:
         """Store an event in the caller's transaction: it commits with the caller's work and
@@ -447,7 +483,7 @@ class PostgresOutbox:
         with self._errors("store an event in"):
             conn = connection_of(transaction)
             self._check_same_database(conn)
-            queued = self._insert(conn, params)
+            queued = self._insert(conn, params, tag)
         if queued and after_commit is not None:
             call_after_commit(transaction, after_commit)
         return queued
@@ -456,7 +492,8 @@ class PostgresOutbox:
         name, event_id, text = stored_entry(payload)
         fields, value, currency = summary_of(payload)
         return {
-            "account": self.namespace,
+            "namespace": self.namespace,
+            "account": self.account,
             "event_name": name,
             "event_id": event_id,
             "payload": text,
@@ -467,11 +504,13 @@ class PostgresOutbox:
             "currency": currency,
         }
 
-    def _insert(self, conn: Connection, params: Mapping[str, Any]) -> bool:
-        if conn.execute(_PUT, params).rowcount > 0:
-            return True
-        conn.execute(_COUNT, {"account": self.namespace, "name": _DUPLICATES, "value": 1})
-        return False
+    def _insert(self, conn: Connection, params: Mapping[str, Any], tag: bool | None) -> bool:
+        """Store one entry and count it, or count a duplicate; with its tag evidence."""
+        queued = conn.execute(_PUT, params).rowcount > 0
+        self._count(conn, {_TOTAL_PREFIX + ("queued" if queued else DUPLICATE): 1})
+        if tag is not None:
+            self._store_tag(conn, params["event_name"], params["event_id"], tag, params["now"])
+        return queued
 
     def _check_same_database(self, conn: Connection) -> None:
         """Refuse a session on another database: its events would wait where no sender looks.
@@ -506,7 +545,13 @@ class PostgresOutbox:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         now = _now(now)
-        params = {"account": self.namespace, "now": now, "lease_end": now + lease, "limit": limit}
+        params = {
+            "namespace": self.namespace,
+            "account": self.account,
+            "now": now,
+            "lease_end": now + lease,
+            "limit": limit,
+        }
         with self._errors("claim events from"), self._begin() as conn:
             found = conn.execute(_CLAIM, params).all()
         # RETURNING gives no order: keep the order of insertion.
@@ -523,7 +568,7 @@ class PostgresOutbox:
         if not rows:
             return
         now = time.time()
-        params = {"account": self.namespace, "now": now, "test": test, "ids": rows}
+        params = {"namespace": self.namespace, "now": now, "test": test, "ids": rows}
         with self._errors("acknowledge events in"), self._begin() as conn:
             lags = Counter[int]()
             total = 0.0
@@ -533,7 +578,8 @@ class PostgresOutbox:
                 total += lag
             if lags:
                 counts = {f"{_LAG_PREFIX}{index}": n for index, n in lags.items()}
-                self._count(conn, {**counts, "lag_sum": total})
+                delivered = {_TOTAL_PREFIX + "delivered": sum(lags.values())}
+                self._count(conn, {**counts, "lag_sum": total, **delivered})
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
@@ -542,7 +588,7 @@ class PostgresOutbox:
             return
         now = time.time()
         params = {
-            "account": self.namespace,
+            "namespace": self.namespace,
             "not_before": not_before,
             "error": error,
             "now": now,
@@ -562,7 +608,7 @@ class PostgresOutbox:
             return
         now = _now(now)
         params = {
-            "account": self.namespace,
+            "namespace": self.namespace,
             "reason": reason,
             "now": now,
             "sent": int(sent),
@@ -570,7 +616,9 @@ class PostgresOutbox:
             "claims": [claim for _, claim in claims],
         }
         with self._errors("dead-letter events in"), self._begin() as conn:
-            if conn.execute(_DEAD_LETTER, params).rowcount > 0:
+            killed = conn.execute(_DEAD_LETTER, params).rowcount
+            if killed > 0:
+                self._count(conn, {_TOTAL_PREFIX + "dead": killed})
                 self._log_error(conn, now, reason)
 
     # -- the shared pause --------------------------------------------------------------
@@ -578,7 +626,7 @@ class PostgresOutbox:
     def pause_until(self) -> float:
         """The shared "no request to Pinterest before" time (0 when none)."""
         with self._errors("read the pause from"), self._begin() as conn:
-            row = conn.execute(_PAUSE, {"account": self.namespace}).first()
+            row = conn.execute(_PAUSE, {"namespace": self.namespace}).first()
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def set_pause_until(
@@ -586,7 +634,7 @@ class PostgresOutbox:
     ) -> None:
         """Raise the shared pause to ``when`` with why; a lower ``when`` changes nothing."""
         params = {
-            "account": self.namespace,
+            "namespace": self.namespace,
             "until": when,
             "reason": reason[:MAX_MESSAGE_LENGTH],
             "kind": kind,
@@ -598,7 +646,7 @@ class PostgresOutbox:
     def pause(self, *, now: float | None = None) -> Pause | None:
         """The pause in force with its reason, ``None`` when none."""
         with self._errors("read the pause from"), self._begin() as conn:
-            row = conn.execute(_PAUSE, {"account": self.namespace}).first()
+            row = conn.execute(_PAUSE, {"namespace": self.namespace}).first()
         if row is None or row[0] is None or float(row[0]) <= _now(now):
             return None
         until, reason, kind, token_id = row
@@ -607,7 +655,7 @@ class PostgresOutbox:
     def clear_pause(self) -> None:
         """Lift the pause, whatever it was."""
         with self._errors("clear the pause in"), self._begin() as conn:
-            conn.execute(_CLEAR_PAUSE, {"account": self.namespace})
+            conn.execute(_CLEAR_PAUSE, {"namespace": self.namespace})
 
     # -- skips and tag evidence --------------------------------------------------------
 
@@ -618,60 +666,78 @@ class PostgresOutbox:
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count a skipped event; with its name or id, remember it among the last few."""
-        with self._errors("count a skipped event in"), self._begin() as conn:
-            self._count(conn, {_SKIP_PREFIX + reason: 1})
+        """Count ``count`` skipped events (and store the tag evidence) in one transaction;
+        with a name or id, remember the event among the last few."""
+        when = _now(now)
+        with self._errors("count a skipped event in"), self._begin(timeout=timeout) as conn:
+            self._count(conn, {_SKIP_PREFIX + reason: count})
             if event_name is not None or event_id is not None:
                 conn.execute(
                     _SKIP,
                     {
-                        "account": self.namespace,
-                        "at": _now(now),
+                        "namespace": self.namespace,
+                        "at": when,
                         "reason": reason,
                         "event_name": event_name,
                         "event_id": event_id,
                     },
                 )
-                conn.execute(_TRIM_SKIPS, {"account": self.namespace, "kept": SKIPS_KEPT})
+                conn.execute(_TRIM_SKIPS, {"namespace": self.namespace, "kept": SKIPS_KEPT})
+            if tag is not None and event_name is not None and event_id is not None:
+                self._store_tag(conn, event_name, event_id, tag, when)
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
         """The skipped events recorded with a name or id, newest first."""
         if limit <= 0:
             return []
-        params = {"account": self.namespace, "limit": min(limit, SKIPS_KEPT)}
+        params = {"namespace": self.namespace, "limit": min(limit, SKIPS_KEPT)}
         with self._errors("read the skipped events of"), self._begin() as conn:
             rows = conn.execute(_RECENT_SKIPS, params).all()
         return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Remember the tag evidence of one event; the oldest go past ``EVIDENCE_KEPT``."""
+        with self._errors("store tag evidence in"), self._begin(timeout=timeout) as conn:
+            self._store_tag(conn, event_name, event_id, fired, _now(now))
+
+    def _store_tag(
+        self, conn: Connection, event_name: str, event_id: str, fired: bool, at: float
+    ) -> None:
         params = {
-            "account": self.namespace,
+            "namespace": self.namespace,
             "event_name": event_name,
             "event_id": event_id,
             "tag": fired,
-            "at": _now(now),
+            "at": at,
         }
-        with self._errors("store tag evidence in"), self._begin() as conn:
-            conn.execute(_TAG, params)
-            conn.execute(_TRIM_EVIDENCE, {"account": self.namespace, "kept": EVIDENCE_KEPT})
+        conn.execute(_TAG, params)
+        conn.execute(_TRIM_EVIDENCE, {"namespace": self.namespace, "kept": EVIDENCE_KEPT})
 
     # -- reading -----------------------------------------------------------------------
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = _now(now)
-        account = {"account": self.namespace}
+        namespace = {"namespace": self.namespace}
         # One snapshot: the counts, the oldest entry and the counters agree.
         with self._errors("read the statistics of"), self._begin("REPEATABLE READ") as conn:
             counts = dict.fromkeys(_Status, 0)
-            for status, count in conn.execute(_COUNTS, account):
+            for status, count in conn.execute(_COUNTS, namespace):
                 counts[_Status(status)] = int(count)
-            oldest = conn.execute(_OLDEST, account).scalar()
-            counters = {name: float(value) for name, value in conn.execute(_COUNTERS, account)}
-            errors = _errors_of(conn.execute(_ERRORS, account).scalar())
+            oldest = conn.execute(_OLDEST, namespace).scalar()
+            counters = {name: float(value) for name, value in conn.execute(_COUNTERS, namespace)}
+            errors = _errors_of(conn.execute(_ERRORS, namespace).scalar())
         return OutboxStats(
             pending=counts[_Status.PENDING],
             in_flight=counts[_Status.IN_FLIGHT],
@@ -689,6 +755,7 @@ class PostgresOutbox:
                 int(counters.get(f"{_LAG_PREFIX}{i}", 0)) for i in range(len(LAG_BUCKETS) + 1)
             ],
             lag_sum=counters.get("lag_sum", 0.0),
+            totals={name: int(counters.get(_TOTAL_PREFIX + name, 0)) for name in TOTALS},
         )
 
     def dead_letters(
@@ -697,7 +764,7 @@ class PostgresOutbox:
         """Dead letters, most recent first; ``reason`` matches exactly, ``since`` is inclusive."""
         if limit <= 0:
             return []
-        params = {"account": self.namespace, "limit": limit, "reason": reason, "since": since}
+        params = {"namespace": self.namespace, "limit": limit, "reason": reason, "since": since}
         with self._errors("read the dead letters of"), self._begin() as conn:
             rows = conn.execute(_DEAD_LETTERS, params).all()
         return [
@@ -707,7 +774,7 @@ class PostgresOutbox:
 
     def count_dead(self, *, reason: str | None = None, since: float | None = None) -> int:
         """How many dead letters match (the same filters as :meth:`dead_letters`)."""
-        params = {"account": self.namespace, "reason": reason, "since": since}
+        params = {"namespace": self.namespace, "reason": reason, "since": since}
         with self._errors("count the dead letters of"), self._begin() as conn:
             return int(conn.execute(_COUNT_DEAD, params).scalar() or 0)
 
@@ -716,14 +783,14 @@ class PostgresOutbox:
         if limit <= 0:
             return []
         with self._errors("read the recent entries of"), self._begin() as conn:
-            rows = conn.execute(_RECENT, {"account": self.namespace, "limit": limit}).all()
+            rows = conn.execute(_RECENT, {"namespace": self.namespace, "limit": limit}).all()
         return [_entry(row) for row in rows]
 
     def entries_since(self, since: float, *, limit: int = 20_000) -> list[LedgerEntry]:
         """Entries stored at or after ``since``, newest first, read through an index."""
         if limit <= 0:
             return []
-        params = {"account": self.namespace, "since": since, "limit": limit}
+        params = {"namespace": self.namespace, "since": since, "limit": limit}
         with self._errors("read the entries of"), self._begin() as conn:
             rows = conn.execute(_SINCE, params).all()
         return [_entry(row) for row in rows]
@@ -742,17 +809,20 @@ class PostgresOutbox:
         rows = None if ids is None else sorted({row for row, _ in _parse_ids(ids)})
         if rows == []:
             return 0
-        params: dict[str, Any] = {"account": self.namespace, "now": now, "ids": rows}
+        params: dict[str, Any] = {"namespace": self.namespace, "now": now, "ids": rows}
         with self._errors("replay the dead letters of"), self._begin() as conn:
             if not as_offline:
                 statement = _REPLAY_ALL if rows is None else _REPLAY_IDS
-                return conn.execute(statement, params).rowcount
-            found = conn.execute(_DEAD_PAYLOADS, params).all()
-            if not found:
-                return 0
-            params["ids"] = [row for row, _ in found]
-            params["payloads"] = [as_offline_text(data) for _, data in found]
-            return conn.execute(_REPLAY_OFFLINE, params).rowcount
+                replayed = conn.execute(statement, params).rowcount
+            elif found := conn.execute(_DEAD_PAYLOADS, params).all():
+                params["ids"] = [row for row, _ in found]
+                params["payloads"] = [as_offline_text(data) for _, data in found]
+                replayed = conn.execute(_REPLAY_OFFLINE, params).rowcount
+            else:
+                replayed = 0
+            if replayed:
+                self._count(conn, {_TOTAL_PREFIX + "replayed": replayed})
+            return replayed
 
     def prune(self, older_than: float, *, now: float | None = None) -> int:
         """Delete delivered entries acknowledged more than ``older_than`` seconds ago.
@@ -765,11 +835,11 @@ class PostgresOutbox:
             raise ValueError(f"older_than must be positive, got {older_than}")
         now = _now(now)
         cutoff = now - older_than
-        account = self.namespace
+        namespace = self.namespace
         with self._errors("prune"), self._begin() as conn:
             evidence_cutoff = min(cutoff, now - EVIDENCE_TTL)
-            conn.execute(_PRUNE_EVIDENCE, {"account": account, "cutoff": evidence_cutoff})
-            return conn.execute(_PRUNE, {"account": account, "cutoff": cutoff}).rowcount
+            conn.execute(_PRUNE_EVIDENCE, {"namespace": namespace, "cutoff": evidence_cutoff})
+            return conn.execute(_PRUNE, {"namespace": namespace, "cutoff": cutoff}).rowcount
 
     def close(self) -> None:
         """Close this process's pooled connections; the next call opens new ones."""
@@ -779,13 +849,25 @@ class PostgresOutbox:
     # -- plumbing ----------------------------------------------------------------------
 
     @contextmanager
-    def _begin(self, isolation: str | None = None) -> Iterator[Connection]:
-        """A pooled connection in a transaction, committed on success."""
+    def _begin(
+        self, isolation: str | None = None, *, timeout: float | None = None
+    ) -> Iterator[Connection]:
+        """A pooled connection in a transaction, committed on success.
+
+        :param timeout: the longest a statement or a lock of the transaction may take (for
+            the request path); while the database was unreachable a moment ago, fail at once.
+        """
+        if timeout is not None:
+            until, why = self._unreachable
+            if time.monotonic() < until:
+                raise OutboxError(f"{why}; not tried again for {UNREACHABLE_BACKOFF:g} s")
         self._ensure_schema()
         with self._engine.connect() as conn:
             if isolation is not None:
                 conn = conn.execution_options(isolation_level=isolation)
             with conn.begin():
+                if timeout is not None:
+                    conn.execute(_TIMEOUTS, {"ms": f"{max(1, round(timeout * 1000))}ms"})
                 yield conn
 
     def _ensure_schema(self) -> None:
@@ -807,30 +889,35 @@ class PostgresOutbox:
                         meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                     )
                 elif int(stored) > SCHEMA_VERSION:
-                    raise OutboxError(
+                    raise NewerOutbox(
                         f"the dedupkit outbox at {self.location} was written by a newer dedupkit "
                         f"(schema version {stored}, this one knows {SCHEMA_VERSION}): upgrade "
                         "flask-dedupkit, or point DEDUPKIT_QUEUE_URL at another database"
                     )
                 conn.execute(_NEW_DATABASE_ID, {"id": uuid.uuid4().hex})
                 self._database_id = str(conn.execute(_DATABASE_ID).scalar())
-                conn.execute(_ACCOUNT_ROW, {"account": self.namespace})
+                owner = conn.execute(
+                    _BIND, {"namespace": self.namespace, "account": self.account}
+                ).scalar()
+                if self.account is not None and owner != self.account:
+                    where = f"at {self.location} (namespace {self.namespace!r})"
+                    raise foreign_outbox(where, str(owner), self.account)
             self._ready = True
 
     def _count(self, conn: Connection, counts: Mapping[str, float]) -> None:
         conn.execute(
             _COUNT,
-            [{"account": self.namespace, "name": name, "value": n} for name, n in counts.items()],
+            [{"namespace": self.namespace, "name": name, "value": n} for name, n in counts.items()],
         )
 
     def _log_error(self, conn: Connection, now: float, message: str) -> None:
-        account = {"account": self.namespace}
-        errors = _errors_of(conn.execute(_ERRORS_FOR_UPDATE, account).scalar())
+        namespace = {"namespace": self.namespace}
+        errors = _errors_of(conn.execute(_ERRORS_FOR_UPDATE, namespace).scalar())
         # One failed batch reschedules its events in several calls: one entry is enough.
         if errors and errors[-1][1] == message:
             errors.pop()
         errors = [*errors, (now, message)][-LAST_ERRORS_KEPT:]
-        conn.execute(_SET_ERRORS, {**account, "errors": json.dumps(errors)})
+        conn.execute(_SET_ERRORS, {**namespace, "errors": json.dumps(errors)})
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

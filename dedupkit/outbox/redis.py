@@ -60,20 +60,24 @@ from urllib.parse import unquote, urlsplit
 from ..errors import ConfigurationError, OutboxError
 from ..redaction import REDACTED, redact
 from .base import (
+    DUPLICATE,
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
+    TOTALS,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
+    NewerOutbox,
     OutboxStats,
     Pause,
     Skip,
     as_offline_text,
     event_time_of,
+    foreign_outbox,
     ledger_entry,
     stored_entry,
     summary_of,
@@ -89,6 +93,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["RedisOutbox"]
 
+#: The schema this version writes under ``{ns}:schema``; a namespace with a higher one was
+#: written by a newer dedupkit and is refused.
+SCHEMA_VERSION = 1
 #: How long ``(event_name, event_id)`` stays taken: Pinterest rejects events older than this.
 IDEMPOTENCY_TTL = 7 * 24 * 3600
 #: How many recent delivery errors :meth:`RedisOutbox.stats` reports.
@@ -116,13 +123,14 @@ local id
 repeat id = redis.call('INCR', KEYS[2]) until redis.call('EXISTS', ARGV[1] .. id) == 0
 redis.call('HSET', ARGV[1] .. id, 'payload', ARGV[2], 'name', ARGV[3], 'event_id', ARGV[4],
            'created', ARGV[5], 'attempts', 0, 'claims', 0, 'event_time', ARGV[7],
-           'fields', ARGV[8], 'value', ARGV[9], 'currency', ARGV[10])
+           'fields', ARGV[8], 'value', ARGV[9], 'currency', ARGV[10], 'account', ARGV[13])
 redis.call('ZADD', KEYS[3], ARGV[5], id)
 redis.call('ZADD', KEYS[4], ARGV[5], id)
 redis.call('ZADD', KEYS[6], ARGV[5], id)
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[11])
 local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[12])
 if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1) end
+redis.call('HINCRBY', KEYS[5], 'queued', 1)
 -- Last, so that a failure above never leaves the key taken without a queued entry.
 redis.call('SET', KEYS[1], id, 'EX', ARGV[6])
 return 1
@@ -135,6 +143,12 @@ local function take(id)
   local key = ARGV[1] .. id
   redis.call('ZREM', KEYS[1], id)
   local payload = redis.call('HGET', key, 'payload')
+  local owner = redis.call('HGET', key, 'account')
+  if payload and ARGV[5] ~= '' and owner and owner ~= '' and owner ~= ARGV[5] then
+    -- Another shop's event: never this sender's to send (see bind, which refuses the mix).
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    return
+  end
   if not payload then
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
@@ -146,8 +160,7 @@ local function take(id)
   out[#out + 1] = id .. ':' .. claim
   out[#out + 1] = f[1]
   out[#out + 1] = payload
-  -- Entries stored before event_time was kept have none.
-  out[#out + 1] = f[2] or ''
+  out[#out + 1] = f[2]
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2], 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do take(id) end
@@ -174,7 +187,7 @@ for i = 8, #ARGV do
     redis.call('ZREM', KEYS[4], id)
     local key = ARGV[1] .. id
     local f = redis.call('HMGET', key, 'event_time', 'created')
-    local born = tonumber(f[1] or '') or tonumber(f[2] or '') or now
+    local born = tonumber(f[1])
     local lag = math.max(0, now - born)
     local bucket = #bounds
     for j = 1, #bounds do
@@ -251,7 +264,10 @@ for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[2], ARGV[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
-if #ids > 0 then log_error(ARGV[4]) end
+if #ids > 0 then
+  log_error(ARGV[4])
+  redis.call('HINCRBY', KEYS[5], 'dead', #ids)
+end
 return #ids
 """
 )
@@ -284,6 +300,7 @@ for _, id in ipairs(ids) do
     end
   end
 end
+if n > 0 then redis.call('HINCRBY', KEYS[4], 'replayed', n) end
 return n
 """
 
@@ -324,7 +341,7 @@ local function row(out, id, state, score)
   local f = redis.call('HMGET', ARGV[1] .. id, unpack(FIELDS))
   if not f[1] or not (f[7] or f[8]) then return false end
   if state == 'live' then
-    state = redis.call('ZSCORE', KEYS[3], id) and 'in_flight' or 'pending'
+    state = redis.call('ZSCORE', KEYS[3], id) and 'sending' or 'pending'
   end
   if f[8] then f[7] = '' end
   out[#out + 1] = state
@@ -401,6 +418,22 @@ if extra > 0 then
   for i = 1, #gone, 2 do redis.call('HDEL', KEYS[1], gone[i]) end
 end
 return 1
+"""
+
+# KEYS: schema, account. ARGV: this version's schema, this process's account ('' for none).
+_BIND = """
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if version > tonumber(ARGV[1]) then return {'newer', tostring(version)} end
+if version == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then
+  local owner = redis.call('GET', KEYS[2])
+  if not owner then
+    redis.call('SET', KEYS[2], ARGV[2])
+    owner = ARGV[2]
+  end
+  if owner ~= ARGV[2] then return {'foreign', owner} end
+end
+return {'ok', ''}
 """
 
 _RAISE_PAUSE = """
@@ -488,11 +521,22 @@ class RedisOutbox:
     :param namespace: prefix of every key, to share one Redis database between shops.
     :param client: a ready :class:`redis.Redis` to use instead of connecting to ``url``; it is
         not closed by :meth:`close`, and ``url`` only names it in error messages.
+    :param account: the ad account this process sends for: recorded under ``{ns}:account``
+        at first use, checked against the one recorded (a
+        :class:`~dedupkit.errors.ConfigurationError` when it differs), stamped on every
+        stored event, and the only account whose events :meth:`claim` returns. ``None``
+        binds nothing. The schema version is kept under ``{ns}:schema``: a namespace written
+        by a newer dedupkit is refused.
     :raises ConfigurationError: ``url`` is not a Redis URL.
     """
 
     def __init__(
-        self, url: str, *, namespace: str = "dedupkit", client: redis.Redis | None = None
+        self,
+        url: str,
+        *,
+        namespace: str = "dedupkit",
+        client: redis.Redis | None = None,
+        account: str | None = None,
     ) -> None:
         try:
             parts = urlsplit(url)
@@ -519,6 +563,11 @@ class RedisOutbox:
                 *("delivered", "born", "lag", "skips", "tags", "tags_at"),
             )
         }
+        self._keys["schema"] = self._prefix + "schema"
+        self._keys["account"] = self._prefix + "account"
+        self.account = account
+        self._bound = False
+        self._bind_lock = threading.Lock()
         self._keys["pause"] = self._prefix + "pause"
         self._keys["pause_info"] = self._prefix + "pause_info"
         #: (pid, timeout, client) of the client with short timeouts for timed puts.
@@ -535,6 +584,7 @@ class RedisOutbox:
         self._recent = register(_RECENT)
         self._since = register(_SINCE)
         self._tag = register(_TAG)
+        self._bind_script = register(_BIND)
 
     def __repr__(self) -> str:
         return f"<RedisOutbox {self.location} namespace={self._namespace!r}>"
@@ -551,6 +601,12 @@ class RedisOutbox:
             ) from None
 
     def _redis(self) -> redis.Redis:
+        client = self._own_client()
+        if not self._bound:
+            self._bind(client)
+        return client
+
+    def _own_client(self) -> redis.Redis:
         if self._pid != os.getpid():
             # A forked child must not talk over the parent's sockets. The old client is only
             # dropped, never closed: closing could shut the sockets down for the parent too.
@@ -560,6 +616,33 @@ class RedisOutbox:
                         self._client = self._connect()
                     self._pid = os.getpid()
         return self._client
+
+    def _bind(self, client: redis.Redis) -> None:
+        """Check the namespace's schema version and owner once, recording them if new
+        (through ``client``: a timed put's own, so that it stays bounded)."""
+        with self._bind_lock:
+            if self._bound:
+                return
+            keys = [self._keys["schema"], self._keys["account"]]
+            with self._failing("open the outbox"):
+                found = self._bind_script(
+                    keys=keys, args=[SCHEMA_VERSION, self.account or ""], client=client
+                )
+            verdict, value = (_text(v) for v in found)
+            if verdict == "newer":
+                raise NewerOutbox(
+                    f"the dedupkit outbox at {self.location} namespace {self._namespace!r} was "
+                    f"written by a newer dedupkit (schema version {value}; this one knows "
+                    f"{SCHEMA_VERSION}): upgrade dedupkit, or use another "
+                    "DEDUPKIT_QUEUE_NAMESPACE"
+                )
+            if verdict == "foreign":
+                raise foreign_outbox(
+                    f"at {self.location} (namespace {self._namespace!r})",
+                    value,
+                    str(self.account),
+                )
+            self._bound = True
 
     def _redact(self, message: str) -> str:
         # A Redis password may be short: replaced however short, then the usual rules.
@@ -583,10 +666,12 @@ class RedisOutbox:
         Kept for the next call with the same ``timeout`` (the request path always passes the
         same one); replaced, and closed, when another is asked for.
         """
-        base = self._redis().connection_pool
+        base = self._own_client().connection_pool
         with self._lock:
             timed = self._timed
             if timed is not None and timed[:2] == (os.getpid(), timeout):
+                if not self._bound:
+                    self._bind(timed[2])
                 return timed[2]
             kwargs = {**base.connection_kwargs}
             kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -596,6 +681,8 @@ class RedisOutbox:
         # One of a forked parent is only dropped, as in _redis().
         if timed is not None and timed[0] == os.getpid():
             timed[2].close()
+        if not self._bound:
+            self._bind(client)
         return client
 
     def _run(
@@ -613,7 +700,12 @@ class RedisOutbox:
         return json.dumps([when, message[:MAX_ERROR_LENGTH]])
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
         """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
 
@@ -630,12 +722,26 @@ class RedisOutbox:
         keys += [self._keys["due"], self._keys["created"], self._keys["stats"], self._keys["born"]]
         event_time = event_time_of(payload)
         fields, value, currency = summary_of(payload)
-        args = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
+        args: list[Any] = [self._entry, body, name, event_id, _score(now, "now"), IDEMPOTENCY_TTL]
         args.append("" if event_time is None else repr(event_time))
         args += [fields, "" if value is None else repr(value), currency or ""]
-        args += [_score(now - BORN_TTL, "now"), BORN_KEPT]
-        client = None if timeout is None else self._timed_client(timeout)
-        return bool(self._run(self._put, "store an event", keys, args, client))
+        args += [_score(now - BORN_TTL, "now"), BORN_KEPT, self.account or ""]
+        client = self._redis() if timeout is None else self._timed_client(timeout)
+        if tag is None:
+            return bool(self._run(self._put, "store an event", keys, args, client))
+        # One MULTI/EXEC: the event and its tag evidence are one write, whole or not at all.
+        with self._failing("store an event"):
+            pipe = client.pipeline(transaction=True)
+            self._put(keys=keys, args=args, client=pipe)
+            self._queue_tag(pipe, name, event_id, tag, now)
+            stored, _ = pipe.execute()
+        return bool(stored)
+
+    def _queue_tag(self, client: Any, name: str, event_id: str, fired: bool, now: float) -> Any:
+        keys = [self._keys["tags"], self._keys["tags_at"]]
+        args = [f"{name}\n{event_id}", "1" if fired else "0", _score(now, "now")]
+        args += [_score(now - EVIDENCE_TTL, "now"), str(EVIDENCE_KEPT)]
+        return self._tag(keys=keys, args=args, client=client)
 
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
@@ -644,6 +750,7 @@ class RedisOutbox:
         now = time.time() if now is None else now
         keys = [self._keys["due"], self._keys["created"], self._keys["lease"]]
         args = [self._entry, _score(now, "now"), _score(now + lease, "lease"), limit]
+        args.append(self.account or "")
         flat = self._run(self._claim, "claim events", keys, args)
         return [
             Claimed(
@@ -685,7 +792,7 @@ class RedisOutbox:
         pairs = _claim_ids(ids)
         if pairs:
             now = time.time() if now is None else now
-            keys = [self._keys[k] for k in ("lease", "dead", "created", "errors")]
+            keys = [self._keys[k] for k in ("lease", "dead", "created", "errors", "stats")]
             args = [self._entry, _score(now, "now"), reason[:MAX_ERROR_LENGTH]]
             args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), str(int(sent)), *pairs]
             self._run(self._dead, "dead-letter events", keys, args)
@@ -737,15 +844,22 @@ class RedisOutbox:
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count a skipped event; with its name or id, remember it among the last few."""
+        """Count a skipped event (and store its tag evidence) in one MULTI/EXEC; with its
+        name or id, remember it among the last few."""
+        when = time.time() if now is None else now
+        client = self._redis() if timeout is None else self._timed_client(timeout)
         with self._failing("count a skipped event"):
-            pipe = self._redis().pipeline(transaction=True)
-            pipe.hincrby(self._keys["skipped"], reason, 1)
+            pipe = client.pipeline(transaction=True)
+            pipe.hincrby(self._keys["skipped"], reason, count)
             if event_name is not None or event_id is not None:
-                when = time.time() if now is None else now
                 pipe.lpush(self._keys["skips"], json.dumps([when, reason, event_name, event_id]))
                 pipe.ltrim(self._keys["skips"], 0, SKIPS_KEPT - 1)
+            if tag is not None and event_name is not None and event_id is not None:
+                self._queue_tag(pipe, event_name, event_id, tag, when)
             pipe.execute()
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
@@ -761,15 +875,20 @@ class RedisOutbox:
         return skips
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Remember the tag evidence of one event; past ``EVIDENCE_KEPT`` records, or after
         ``EVIDENCE_TTL``, the oldest go."""
         now = time.time() if now is None else now
-        keys = [self._keys["tags"], self._keys["tags_at"]]
-        args = [f"{event_name}\n{event_id}", "1" if fired else "0", _score(now, "now")]
-        args += [_score(now - EVIDENCE_TTL, "now"), str(EVIDENCE_KEPT)]
-        self._run(self._tag, "store tag evidence", keys, args)
+        client = self._redis() if timeout is None else self._timed_client(timeout)
+        with self._failing("store tag evidence"):
+            self._queue_tag(client, event_name, event_id, fired, now)
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = time.time() if now is None else now
@@ -783,9 +902,12 @@ class RedisOutbox:
             pipe.zrange(k["created"], 0, 0, withscores=True)
             pipe.hgetall(k["skipped"])
             pipe.lrange(k["errors"], 0, LAST_ERRORS_KEPT - 1)
-            pipe.hget(k["stats"], "duplicate")
+            pipe.hgetall(k["stats"])
             pipe.hgetall(k["lag"])
-            pending, in_flight, delivered, dead, oldest, skipped, errors, dups, lag = pipe.execute()
+            pending, in_flight, delivered, dead, oldest, skipped, errors, counts, lag = (
+                pipe.execute()
+            )
+        totals = {_text(key): int(value) for key, value in counts.items()}
         lags = {_text(key): _text(value) for key, value in lag.items()}
         last_errors = [(float(w), str(m)) for w, m in (json.loads(e) for e in errors)]
         return OutboxStats(
@@ -796,9 +918,10 @@ class RedisOutbox:
             oldest_pending_age=max(0.0, now - float(oldest[0][1])) if oldest else None,
             skipped={_text(r): int(n) for r, n in skipped.items()},
             last_errors=last_errors,
-            duplicates=int(dups or 0),
+            duplicates=totals.get(DUPLICATE, 0),
             lag_counts=[int(lags.get(str(i), 0)) for i in range(len(LAG_BUCKETS) + 1)],
             lag_sum=float(lags.get("sum", 0.0)),
+            totals={outcome: totals.get(outcome, 0) for outcome in TOTALS},
         )
 
     def dead_letters(
@@ -878,7 +1001,7 @@ class RedisOutbox:
         if ids is not None and not entries:
             return 0
         now_score = _score(time.time() if now is None else now, "now")
-        keys = [self._keys[k] for k in ("due", "created", "dead")]
+        keys = [self._keys[k] for k in ("due", "created", "dead", "stats")]
         if not as_offline:
             args = [self._entry, now_score, *(["all"] if ids is None else ["ids", *entries])]
             return int(self._run(self._replay, "replay dead letters", keys, args))

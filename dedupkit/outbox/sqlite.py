@@ -17,9 +17,9 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import OutboxError
 from .base import (
@@ -29,21 +29,30 @@ from .base import (
     LAG_BUCKETS,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
+    TOTALS,
     Claimed,
     DeadLetter,
     EntryState,
     LedgerEntry,
+    NewerOutbox,
     OutboxStats,
     Pause,
     Skip,
     as_offline_text,
     event_time_of,
+    foreign_outbox,
     lag_bucket,
     ledger_entry,
     stored_entry,
     summary_of,
 )
 from .sqlite_pool import MAX_IDLE, ConnectionPool
+
+#: The schema this version writes (``PRAGMA user_version``); a file with a higher one was
+#: written by a newer dedupkit and is refused. The first migration will read a lower one.
+SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
 
 #: How many recent delivery errors :meth:`SQLiteOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
@@ -69,7 +78,9 @@ _STATES = {
 # outbox_changed index, which the ledger dashboard reads newest first, then costs claims
 # nothing). ``event_time`` repeats the payload's, so that the sender need not decode the
 # payload to check its age. ``claims`` counts claims, to tell a stale claim from the current one.
-_SCHEMA = """
+# ``account`` is the ad account the event was stored for: a sender claims only its own.
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     event_name TEXT NOT NULL,
@@ -81,12 +92,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     changed_at REAL NOT NULL,
     last_error TEXT,
-    event_time REAL,
+    event_time REAL NOT NULL,
     claims INTEGER NOT NULL DEFAULT 0,
-    fields TEXT,
+    fields TEXT NOT NULL,
     value REAL,
     currency TEXT,
     test INTEGER,
+    account TEXT NOT NULL,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
@@ -108,27 +120,9 @@ CREATE TABLE IF NOT EXISTS skips (
     event_name TEXT,
     event_id TEXT
 );
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
 """
-_SCHEMA_OBJECTS = {
-    "outbox",
-    "outbox_due",
-    "outbox_changed",
-    "outbox_created",
-    "meta",
-    "evidence",
-    "skips",
-}
-# Columns added after the first release, with how to add them to an older file.
-_LATER_COLUMNS = {
-    # Entries stored before keep a NULL event_time, for which the sender reads the payload.
-    "event_time": "ALTER TABLE outbox ADD COLUMN event_time REAL",
-    "claims": "ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
-    # Coverage summary (NULL fields: read the payload) and the test flag of the ack.
-    "fields": "ALTER TABLE outbox ADD COLUMN fields TEXT",
-    "value": "ALTER TABLE outbox ADD COLUMN value REAL",
-    "currency": "ALTER TABLE outbox ADD COLUMN currency TEXT",
-    "test": "ALTER TABLE outbox ADD COLUMN test INTEGER",
-}
 
 # Statuses go into the SQL as the numbers of _Status.
 _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
@@ -136,9 +130,9 @@ _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
 _PUT = f"""
 INSERT INTO outbox (
     event_name, event_id, payload, event_time, status, due_at, created_at, changed_at,
-    fields, value, currency
+    fields, value, currency, account
 )
-VALUES (?, ?, ?, ?, {_PENDING}, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, {_PENDING}, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_name, event_id) DO NOTHING
 """
 
@@ -146,6 +140,7 @@ _CLAIM = f"""
 UPDATE outbox SET status = {_IN_FLIGHT}, due_at = :lease_end, claims = claims + 1
 WHERE id IN (
     SELECT id FROM outbox WHERE status IN ({_PENDING}, {_IN_FLIGHT}) AND due_at <= :now
+        AND (:account IS NULL OR account IN (:account, ''))
     ORDER BY due_at, id LIMIT :limit
 )
 RETURNING id, claims, payload, attempts, event_time
@@ -157,7 +152,7 @@ _ACK = f"""
 UPDATE outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
     attempts = attempts + 1, test = :test
 WHERE id = :id AND status != {_DELIVERED}
-RETURNING coalesce(event_time, created_at)
+RETURNING event_time
 """
 # Only the current claim: a stale sender's late call matches no row.
 _RETRY = f"""
@@ -187,12 +182,10 @@ SELECT id, event_name, event_id, last_error, changed_at, attempts FROM outbox {_
 ORDER BY changed_at DESC, id DESC LIMIT :limit
 """
 _COUNT_DEAD = f"SELECT count(*) FROM outbox {_DEAD_FILTER}"
-# The columns of a ledger entry, with its tag evidence; the payload only for rows stored
-# before the coverage summary was kept.
+# The columns of a ledger entry, with its tag evidence (the payload is not read).
 _ENTRY_COLUMNS = """
 o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.last_error,
-CASE WHEN o.fields IS NULL THEN o.payload END, o.fields, o.created_at, o.value, o.currency,
-o.test, e.tag
+o.fields, o.created_at, o.value, o.currency, o.test, e.tag
 FROM outbox o LEFT JOIN evidence e ON e.event_name = o.event_name AND e.event_id = o.event_id
 """
 # Walks the outbox_changed index backwards: the cost is the limit, not the table.
@@ -213,8 +206,8 @@ _TRIM_SKIPS = "DELETE FROM skips WHERE id <= (SELECT max(id) FROM skips) - ?"
 _RECENT_SKIPS = "SELECT at, reason, event_name, event_id FROM skips ORDER BY id DESC LIMIT ?"
 _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 
-# ``pause_until`` alone is what older dedupkits read and raise; ``pause_info`` says why, and
-# counts only while its ``until`` matches ``pause_until``.
+# ``pause_info`` says why the pause was raised, and counts only while its ``until`` matches
+# ``pause_until``.
 _PAUSE = "SELECT key, value FROM meta WHERE key IN ('pause_until', 'pause_info')"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _CLEAR_PAUSE = "DELETE FROM meta WHERE key IN ('pause_until', 'pause_info')"
@@ -226,8 +219,9 @@ _SKIP_PREFIX = "skipped:"
 _DUPLICATES = "count:" + DUPLICATE
 # The delivery-lag histogram: ``lag:<bucket index>`` counts and ``lag_sum``.
 _LAG_PREFIX = "lag:"
+_TOTAL_PREFIX = "count:"
 _COUNTERS = (
-    "SELECT key, value FROM meta WHERE key LIKE 'lag:%' OR key IN ('lag_sum', 'count:duplicate')"
+    "SELECT key, value FROM meta WHERE key LIKE 'lag:%' OR key LIKE 'count:%' OR key = 'lag_sum'"
 )
 
 # What to check, by the words of SQLite's message.
@@ -261,13 +255,19 @@ class SQLiteOutbox:
 
     Delivered entries are kept, so a repeated ``(event_name, event_id)`` stays a duplicate;
     :meth:`prune` removes old ones. ``oldest_pending_age`` counts pending and in-flight entries.
-    Files written by older versions are upgraded in place when first opened.
+    The file records its schema version (``PRAGMA user_version``) and, with ``account``, the
+    ad account it belongs to: a file written by a newer dedupkit, or bound to another account,
+    is refused.
 
     :param path: the database file; missing parent directories are created.
     :param busy_timeout: seconds to wait for another process's write lock.
     :param max_idle: connections kept open between operations (see
         :class:`~.sqlite_pool.ConnectionPool`); more are opened while more threads use the
         outbox at once, and closed after use.
+    :param account: the ad account this process sends for: recorded in a new file, checked
+        against the one recorded (:class:`~dedupkit.errors.ConfigurationError` when it
+        differs), stamped on every stored event, and the only account whose events
+        :meth:`claim` returns. ``None`` (tools, tests) binds nothing and claims every event.
     """
 
     def __init__(
@@ -276,8 +276,10 @@ class SQLiteOutbox:
         *,
         busy_timeout: float = 5.0,
         max_idle: int = MAX_IDLE,
+        account: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.account = account
         self.busy_timeout = busy_timeout
         self._pool = ConnectionPool(self.path, self._connect, max_idle=max_idle)
 
@@ -285,9 +287,15 @@ class SQLiteOutbox:
         return f"<SQLiteOutbox {self.path!r}>"
 
     def put(
-        self, payload: Mapping[str, Any], *, now: float | None = None, timeout: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
     ) -> bool:
-        """Store an event; ``False`` if ``(event_name, event_id)`` was already stored.
+        """Store an event (and its tag evidence) in one transaction; ``False`` if
+        ``(event_name, event_id)`` was already stored.
 
         :param timeout: wait at most this many seconds (instead of ``busy_timeout``) for
             another connection's write lock, then raise :class:`OutboxError`.
@@ -296,20 +304,41 @@ class SQLiteOutbox:
         """
         name, event_id, data = stored_entry(payload)
         now = _now(now)
-        params = (name, event_id, data, event_time_of(payload), now, now, now, *summary_of(payload))
+        event_time = event_time_of(payload)
+        summary = summary_of(payload)
+        params = (name, event_id, data, event_time, now, now, now, *summary, self.account or "")
+
+        def write(conn: sqlite3.Connection) -> bool:
+            stored = _insert(conn, params)
+            if tag is not None:
+                _store_tag(conn, name, event_id, tag, now)
+            return stored
+
+        return self._write("store an event in", write, timeout)
+
+    def _write(
+        self,
+        action: str,
+        write: Callable[[sqlite3.Connection], _T],
+        timeout: float | None,
+        *,
+        whole: bool = True,
+    ) -> _T:
+        """Run ``write`` (in one ``BEGIN IMMEDIATE`` transaction when ``whole``), waiting at
+        most ``timeout`` seconds for another connection's write lock when it is given."""
         if timeout is None:
-            with self._errors("store an event in"), self._lend() as conn:
-                return _insert(conn, params)
+            with self._errors(action), self._lend() as conn:
+                return _run_write(conn, write, whole)
         # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25 ms between tries and misses the
         # short gaps between a sender's write transactions; polling every half millisecond
         # takes the first gap, so a page waits about one transaction, not 40 ms.
         deadline = time.monotonic() + timeout
-        with self._errors("store an event in"), self._lend(0.0) as conn:
+        with self._errors(action), self._lend(0.0) as conn:
             while True:
                 try:
-                    return _insert(conn, params)
+                    return _run_write(conn, write, whole)
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc):
+                    if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
                     if time.monotonic() >= deadline:
                         raise OutboxError(
@@ -327,7 +356,12 @@ class SQLiteOutbox:
         # waits at most 50 ms) then never queues behind a 1,000-row claim.
         while len(rows) < limit:
             chunk = min(WRITE_CHUNK, limit - len(rows))
-            params = {"now": now, "lease_end": now + lease, "limit": chunk}
+            params = {
+                "now": now,
+                "lease_end": now + lease,
+                "limit": chunk,
+                "account": self.account,
+            }
             with self._errors("claim events from"), self._transaction() as conn:
                 claimed = conn.execute(_CLAIM, params).fetchall()
             rows += claimed
@@ -360,7 +394,8 @@ class SQLiteOutbox:
                         total += lag
                 if lags:
                     counts = [(f"{_LAG_PREFIX}{index}", n) for index, n in lags.items()]
-                    conn.executemany(_COUNT, [*counts, ("lag_sum", total)])
+                    delivered = (_TOTAL_PREFIX + "delivered", sum(lags.values()))
+                    conn.executemany(_COUNT, [*counts, ("lag_sum", total), delivered])
 
     def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
@@ -388,6 +423,7 @@ class SQLiteOutbox:
                 _DEAD_LETTER, [(reason, now, int(sent), row, claim) for row, claim in claims]
             )
             if cursor.rowcount > 0:
+                conn.execute(_COUNT, (_TOTAL_PREFIX + "dead", cursor.rowcount))
                 self._log_error(conn, now, reason)
 
     def pause_until(self) -> float:
@@ -429,13 +465,23 @@ class SQLiteOutbox:
         event_name: str | None = None,
         event_id: str | None = None,
         now: float | None = None,
+        timeout: float | None = None,
+        tag: bool | None = None,
+        count: int = 1,
     ) -> None:
-        """Count a skipped event; with its name or id, remember it among the last few."""
-        with self._errors("count a skipped event in"), self._transaction() as conn:
-            conn.execute(_COUNT, (_SKIP_PREFIX + reason, 1))
+        """Count a skipped event (and store its tag evidence) in one transaction; with its
+        name or id, remember it among the last few."""
+        when = _now(now)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_COUNT, (_SKIP_PREFIX + reason, count))
             if event_name is not None or event_id is not None:
-                conn.execute(_SKIP, (_now(now), reason, event_name, event_id))
+                conn.execute(_SKIP, (when, reason, event_name, event_id))
                 conn.execute(_TRIM_SKIPS, (SKIPS_KEPT,))
+            if tag is not None and event_name is not None and event_id is not None:
+                _store_tag(conn, event_name, event_id, tag, when)
+
+        self._write("count a skipped event in", write, timeout)
 
     def recent_skips(self, limit: int = 100) -> list[Skip]:
         """The skipped events recorded with a name or id, newest first."""
@@ -446,12 +492,21 @@ class SQLiteOutbox:
         return [Skip(at, reason, name, event_id) for at, reason, name, event_id in rows]
 
     def record_tag(
-        self, event_name: str, event_id: str, fired: bool, *, now: float | None = None
+        self,
+        event_name: str,
+        event_id: str,
+        fired: bool,
+        *,
+        now: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Remember the tag evidence of one event; the oldest go past ``EVIDENCE_KEPT``."""
-        with self._errors("store tag evidence in"), self._transaction() as conn:
-            conn.execute(_TAG, (event_name, event_id, int(fired), _now(now)))
-            conn.execute(_TRIM_EVIDENCE, (EVIDENCE_KEPT,))
+        when = _now(now)
+
+        def write(conn: sqlite3.Connection) -> None:
+            _store_tag(conn, event_name, event_id, fired, when)
+
+        self._write("store tag evidence in", write, timeout)
 
     def stats(self, *, now: float | None = None) -> OutboxStats:
         now = _now(now)
@@ -481,6 +536,7 @@ class SQLiteOutbox:
                 int(counters.get(f"{_LAG_PREFIX}{i}") or 0) for i in range(len(LAG_BUCKETS) + 1)
             ],
             lag_sum=float(counters.get("lag_sum") or 0.0),
+            totals={outcome: int(counters.get(_TOTAL_PREFIX + outcome) or 0) for outcome in TOTALS},
         )
 
     def dead_letters(
@@ -542,7 +598,9 @@ class SQLiteOutbox:
         with self._errors("replay the dead letters of"), self._transaction() as conn:
             if not as_offline:
                 if rows is None:
-                    return conn.execute(_REPLAY, {"now": now, "payload": None}).rowcount
+                    return _count_replayed(
+                        conn, conn.execute(_REPLAY, {"now": now, "payload": None})
+                    )
                 params: list[dict[str, Any]] = [
                     {"now": now, "payload": None, "id": row} for row in rows
                 ]
@@ -561,7 +619,7 @@ class SQLiteOutbox:
                 ]
             if not params:
                 return 0
-            return conn.executemany(_REPLAY + " AND id = :id", params).rowcount
+            return _count_replayed(conn, conn.executemany(_REPLAY + " AND id = :id", params))
 
     def prune(self, older_than: float, *, now: float | None = None) -> int:
         """Delete delivered entries acknowledged more than ``older_than`` seconds ago.
@@ -630,13 +688,13 @@ class SQLiteOutbox:
                 # In WAL mode NORMAL survives a killed process; only power loss may drop the
                 # last commits.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                # Reads only, when the file is up to date: a new connection then needs no
-                # write lock, and opens at once while another process holds it.
-                missing = _missing_columns(conn)
-                if missing or not _has_schema(conn):
+                # Reads only, when the file is set up: a new connection then needs no write
+                # lock, and opens at once while another process holds it.
+                if _schema_version(conn, self.path) == 0:
                     conn.executescript(_SCHEMA)
-                    for column in _missing_columns(conn):
-                        _add_column(conn, column)
+                    _schema_version(conn, self.path)
+                if self.account is not None:
+                    _bind(conn, self.path, self.account)
                 return
             except sqlite3.OperationalError as exc:
                 # Switching a new file to WAL answers "locked" at once, without the busy
@@ -686,10 +744,10 @@ class SQLiteOutbox:
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
-    (name, event_id, status, attempts, event_time, changed_at, error, payload) = row[:8]
-    fields, created_at, value, currency, test, tag = row[8:]
+    (name, event_id, status, attempts, event_time, changed_at, error) = row[:7]
+    fields, created_at, value, currency, test, tag = row[7:]
     return ledger_entry(
-        payload,
+        "",
         event_name=name,
         event_id=event_id,
         state=_STATES[_Status(status)],
@@ -732,31 +790,66 @@ def _pause(until: float, info_text: Any) -> Pause:
     )
 
 
-def _has_schema(conn: sqlite3.Connection) -> bool:
-    names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-    return names >= _SCHEMA_OBJECTS
+def _schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version (0: a new file).
+
+    :raises OutboxError: for a file written by a newer dedupkit, which this one cannot read.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise NewerOutbox(
+            f"the dedupkit outbox at {path!r} was written by a newer dedupkit (schema version "
+            f"{version}; this one knows {SCHEMA_VERSION}): upgrade dedupkit, or point "
+            "DEDUPKIT_QUEUE_URL at another file"
+        )
+    return int(version)
 
 
-def _missing_columns(conn: sqlite3.Connection) -> list[str]:
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
-    # No table at all: the schema script creates it with every column.
-    return [name for name in _LATER_COLUMNS if columns and name not in columns]
-
-
-def _add_column(conn: sqlite3.Connection, column: str) -> None:
-    try:
-        conn.execute(_LATER_COLUMNS[column])
-    except sqlite3.OperationalError as exc:
-        if "duplicate column" not in str(exc):  # another process added it meanwhile
-            raise
+def _bind(conn: sqlite3.Connection, path: str, account: str) -> None:
+    """Record ``account`` as the file's owner if it has none; refuse another owner's file."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+    if row is None:
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('account', ?)", (account,))
+        row = conn.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+    if row[0] != account:
+        raise foreign_outbox(f"the SQLite file {path!r}", str(row[0]), account)
 
 
 def _insert(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
-    """Store one entry; count a duplicate instead. ``True`` when it was stored."""
+    """Store one entry and count it; count a duplicate instead. ``True`` when it was stored."""
     if conn.execute(_PUT, params).rowcount > 0:
+        conn.execute(_COUNT, (_TOTAL_PREFIX + "queued", 1))
         return True
     conn.execute(_COUNT, (_DUPLICATES, 1))
     return False
+
+
+def _count_replayed(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> int:
+    if cursor.rowcount > 0:
+        conn.execute(_COUNT, (_TOTAL_PREFIX + "replayed", cursor.rowcount))
+    return cursor.rowcount
+
+
+def _store_tag(conn: sqlite3.Connection, name: str, event_id: str, fired: bool, at: float) -> None:
+    conn.execute(_TAG, (name, event_id, int(fired), at))
+    conn.execute(_TRIM_EVIDENCE, (EVIDENCE_KEPT,))
+
+
+def _run_write(
+    conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], _T], whole: bool
+) -> _T:
+    """``write(conn)``, in one ``BEGIN IMMEDIATE`` transaction when ``whole``."""
+    if not whole:
+        return write(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = write(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
 
 
 def _millis(seconds: float) -> int:

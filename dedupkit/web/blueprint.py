@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import BeaconRefused, EventNotAllowed, InvalidEvent
 from ..event.page_url import MAX_INPUT_LENGTH
 from ..intake.beacon import MAX_BODY_BYTES, parse_beacon
-from ..intake.evidence import is_evidence, record_evidence, record_tag_flag
+from ..intake.evidence import is_evidence, record_evidence, tag_flag
 from ..intake.record import Outcome, Submission, current_visitor, record, set_click_id_cookie
 from ..intake.visitor import clean_click_id, client_ip
 from ..ledger import metrics
@@ -108,7 +108,6 @@ def events() -> Response:
         _reject(403, str(exc))
     except InvalidEvent as exc:
         _reject(400, str(exc))
-    record_tag_flag(state, recorded.event.capi_name, recorded.event.event_id, body.get("tag"))
     if submission.ticket is not None and recorded.outcome is Outcome.DUPLICATE:
         # One ticket, one conversion: a replay is refused, and nothing more was queued.
         _reject(409, f"ticket already used: event {recorded.event.event_id!r} is recorded once")
@@ -143,6 +142,7 @@ def _submission(body: dict[str, Any], state: State) -> Submission:
         page_consent=body.get("consent") in (1, True),
         ticket=ticket,
         page_gpc=body.get("gpc") in (1, True),
+        tag=tag_flag(body.get("tag")),
     )
 
 

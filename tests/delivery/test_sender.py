@@ -249,21 +249,6 @@ def test_the_stored_text_is_sent_byte_for_byte(box: SQLiteOutbox) -> None:
     assert box.stats(now=T0).delivered == 2
 
 
-def test_entries_without_a_stored_event_time_are_judged_by_their_payload(
-    box: SQLiteOutbox,
-) -> None:
-    """Entries stored by an older dedupkit have no event_time column value."""
-    box.put(event("stale", event_time=T0 - 3600), now=T0)
-    box.put(event("fresh", event_time=T0 - 3599), now=T0)
-    with sqlite3.connect(box.path) as conn:
-        conn.execute("UPDATE outbox SET event_time = NULL")
-    conn.close()
-    client = StubClient()
-    Sender(box, client, retry_window=3600).run_once(now=T0)
-    assert client.sent_ids == ["fresh"]
-    assert [(d.event_id, d.reason) for d in box.dead_letters()] == [("stale", "expired")]
-
-
 def test_signals_report_delivered_and_dead_events(box: SQLiteOutbox) -> None:
     box.put(event("ok"), now=T0)
     box.put(event("refused"), now=T0)

@@ -229,7 +229,6 @@ def test_the_whole_stack_with_two_apps_of_one_factory(
     assert shopper.violations == []
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by storage issue #16")
 def test_two_apps_of_one_factory_with_default_outboxes_keep_their_events_apart(
     tmp_path: Path, shopper: Browser
 ) -> None:

@@ -10,13 +10,14 @@ import pytest
 from flask import Flask
 
 from dedupkit.errors import InvalidEvent
-from dedupkit.intake.evidence import record_evidence, record_tag_flag
+from dedupkit.intake.evidence import record_evidence
 from dedupkit.ledger.chart import verdict_chart
 from dedupkit.ledger.coverage import summarize
 from dedupkit.ledger.verdicts import Verdict, advice_for, judge, judge_skip
 from dedupkit.outbox import SQLiteOutbox
 from dedupkit.outbox.base import EntryState, LedgerEntry, Skip
 from dedupkit.state import get_state
+from dedupkit.vocabulary import SkipReason
 
 from ..conftest import AppFactory
 from ..support.payloads import capi_event
@@ -81,7 +82,7 @@ def test_failed_carries_pinterests_message_and_what_to_do() -> None:
 def test_a_skipped_event_is_tag_only_with_its_reason() -> None:
     judged = judge_skip(Skip(NOW, "no_consent", "checkout", "o-1"))
     assert judged.verdict is Verdict.TAG_ONLY and "no consent" in judged.detail
-    assert "a bot" in judge_skip(Skip(NOW, "bot", None, None)).detail
+    assert SkipReason.BOT.label in judge_skip(Skip(NOW, "bot", None, None)).detail
 
 
 # -- evidence ------------------------------------------------------------------------------
@@ -112,10 +113,9 @@ def test_junk_evidence_is_refused_and_nothing_stored(app: Flask, body: dict[str,
 def test_evidence_is_stored_under_the_capi_name_before_the_entry_exists(app: Flask) -> None:
     state = get_state(app)
     record_evidence(state, {"evidence": 1, "event_name": "AddToCart", "event_id": "c1", "tag": 1})
-    record_tag_flag(state, "page_visit", "p1", 0)
-    record_tag_flag(state, "page_visit", "p2", None)  # an older snippet: no flag
-    for event_id, name in (("c1", "add_to_cart"), ("p1", "page_visit"), ("p2", "page_visit")):
+    for event_id, name in (("c1", "add_to_cart"), ("p2", "page_visit")):
         state.outbox.put(capi_event(event_id, name=name))
+    state.outbox.put(capi_event("p1", name="page_visit"), tag=False)
     assert {e.event_id: e.tag for e in state.outbox.recent()} == {
         "c1": True,
         "p1": False,
@@ -241,7 +241,7 @@ def test_the_page_shows_a_verdict_per_event_and_the_skips(make_app: AppFactory) 
     }
     [skip] = data["skips"]
     assert (skip["event_id"], skip["verdict"]) == ("by-a-bot", "tag only")
-    assert "a bot" in skip["detail"]
+    assert SkipReason.BOT.label in skip["detail"]
     assert data["coverage"]["windows"]["hour"]["events"] == 3
     assert data["headline"].startswith("0% of checkouts carry the click id; none failed")
 

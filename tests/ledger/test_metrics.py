@@ -60,11 +60,16 @@ def test_the_text_parses_and_equals_the_outbox(make_app: AppFactory) -> None:
     stats = get_state(app).outbox.stats()
     assert samples["dedupkit_outbox_pending"] == stats.pending + stats.in_flight == 1
     assert 0 < samples["dedupkit_outbox_oldest_pending_seconds"] < 60
+    assert samples["dedupkit_events_total{outcome=queued}"] == 5
     assert samples["dedupkit_events_total{outcome=delivered}"] == stats.delivered == 3
     assert samples["dedupkit_events_total{outcome=dead}"] == stats.dead == 1
-    assert samples["dedupkit_events_total{outcome=skipped_bot}"] == 1
-    assert samples["dedupkit_events_total{outcome=skipped_consent}"] == 2
-    assert samples["dedupkit_events_total{outcome=skipped_identity}"] == 0
+    assert samples["dedupkit_outbox_dead_letters"] == 1
+    assert samples["dedupkit_outbox_events{state=sending}"] == 0
+    assert samples["dedupkit_skipped_total{reason=bot}"] == 1
+    assert samples["dedupkit_skipped_total{reason=no_consent}"] == 2
+    assert samples["dedupkit_skipped_total{reason=no_identity}"] == 0
+    assert samples["dedupkit_skipped_total{reason=gpc_opt_out}"] == 0
+    assert samples["dedupkit_lost_total{reason=lost_memory_full}"] == 0
     assert samples["dedupkit_events_total{outcome=duplicate}"] == stats.duplicates == 2
     assert samples["dedupkit_delivery_paused"] == 1
     # The histogram is cumulative: two lags of about 2 s, one of about 2 h.
@@ -96,7 +101,7 @@ def test_several_hosts_on_one_redis_answer_alike(
     for sample in ("dedupkit_outbox_oldest_pending_seconds",):
         first.pop(sample), second.pop(sample)
     assert first == second
-    assert first["dedupkit_events_total{outcome=skipped_identity}"] == 1
+    assert first["dedupkit_skipped_total{reason=no_identity}"] == 1
     assert first["dedupkit_events_total{outcome=delivered}"] == 3
 
 

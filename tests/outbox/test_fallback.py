@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dedupkit import DedupKit
 from dedupkit.errors import OutboxError
 from dedupkit.outbox import open_outbox
 from dedupkit.outbox.fallback import Fallback
+from dedupkit.outbox.fallback_records import event_record
 from dedupkit.state import LOST_REASON, get_state
 
 from ..conftest import AD_ACCOUNT_ID, CHROME_UA, TOKEN, kit_for
@@ -39,20 +41,20 @@ class FlakyStore:
         self.working = False
         self.stored: list[Mapping[str, Any]] = []
 
-    def put(self, payload: Mapping[str, Any]) -> bool:
+    def put(self, record: Mapping[str, Any]) -> bool:
         if not self.working:
             raise OutboxError("disk full")
-        self.stored.append(payload)
+        self.stored.append(record["event"])
         return True
 
 
 def event(n: int) -> dict[str, Any]:
-    return {"event_name": "lead", "event_id": f"e-{n}", "event_time": 1}
+    return event_record({"event_name": "lead", "event_id": f"e-{n}", "event_time": 1})
 
 
 def test_kept_events_are_written_by_themselves_once_the_outbox_works(tmp_path: Path) -> None:
     store = FlakyStore()
-    fallback = Fallback(store.put, spill_path=str(tmp_path / "spill.jsonl"))
+    fallback = Fallback(store.put, spill_dir=str(tmp_path))
     for n in range(3):
         fallback.keep(event(n))
     assert len(fallback) == 3
@@ -67,7 +69,7 @@ def test_a_full_fallback_counts_and_logs_every_loss(
     store = FlakyStore()
     reported: list[int] = []
     fallback = Fallback(
-        store.put, spill_path=str(tmp_path / "spill.jsonl"), on_lost=reported.append, cap=2
+        store.put, spill_dir=str(tmp_path), on_lost=lambda _, n: reported.append(n), cap=2
     )
     for n in range(5):
         fallback.keep(event(n))
@@ -80,23 +82,21 @@ def test_a_full_fallback_counts_and_logs_every_loss(
 
 
 def test_at_exit_what_cannot_be_stored_goes_to_a_file_read_back_at_start(tmp_path: Path) -> None:
-    spill = tmp_path / "spill.jsonl"
     broken = FlakyStore()
-    first = Fallback(broken.put, spill_path=str(spill))
+    first = Fallback(broken.put, spill_dir=str(tmp_path))
     first.keep(event(1))
     first.keep(event(2))
     first.flush()
-    assert [json.loads(line)["event_id"] for line in spill.read_text().splitlines()] == [
-        "e-1",
-        "e-2",
-    ]
+    [spill] = first.spill_files()
+    lines = Path(spill).read_text().splitlines()
+    assert [json.loads(line)["event"]["event_id"] for line in lines] == ["e-1", "e-2"]
     working = FlakyStore()
     working.working = True
-    second = Fallback(working.put, spill_path=str(spill))
+    second = Fallback(working.put, spill_dir=str(tmp_path))
     assert second.restore() == 2
     assert wait_until(lambda: len(second) == 0)
     assert [p["event_id"] for p in working.stored] == ["e-1", "e-2"]
-    assert not spill.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_restart_loses_nothing_the_outbox_could_not_take(tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ def test_a_restart_loses_nothing_the_outbox_could_not_take(tmp_path: Path) -> No
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "sent after the next start" in done.stderr
-    assert (instance / "dedupkit-fallback.jsonl").exists()
+    assert "written after the next start" in done.stderr
+    assert len(list(instance.glob(f"dedupkit-fallback-{AD_ACCOUNT_ID}.*.jsonl"))) == 1
 
     app = Flask("shop", instance_path=str(instance))
     app.config.update(
@@ -247,3 +247,18 @@ def test_pages_stay_fast_while_sqlite_is_locked_for_30_seconds(tmp_path: Path) -
     assert wait_until(lambda: len(state.fallback) == 0, timeout=30)
     assert outbox.stats().pending == orders
     assert state.outbox.stats().skipped.get(LOST_REASON) is None
+
+
+def test_a_spill_claimed_by_a_process_that_died_is_claimed_again(tmp_path: Path) -> None:
+    line = json.dumps(event(7)) + "\n"
+    dead = tmp_path / "dedupkit-fallback.1-aa.jsonl.claimed-999999999-bb"
+    mine = tmp_path / f"dedupkit-fallback.2-cc.jsonl.claimed-{os.getpid()}-dd"
+    dead.write_text(line)
+    mine.write_text(json.dumps(event(8)) + "\n")  # this pid's, before a container restart
+    store = FlakyStore()
+    store.working = True
+    fallback = Fallback(store.put, spill_dir=str(tmp_path))
+    assert fallback.restore() == 2
+    assert wait_until(lambda: len(fallback) == 0)
+    assert sorted(p["event_id"] for p in store.stored) == ["e-7", "e-8"]
+    assert list(tmp_path.iterdir()) == []

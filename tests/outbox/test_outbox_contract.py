@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dedupkit.errors import InvalidEvent, OutboxError
+from dedupkit.errors import ConfigurationError, InvalidEvent, OutboxError
 from dedupkit.event.wire import encode_event
 from dedupkit.outbox import Outbox, Pause, SQLiteOutbox
 from dedupkit.outbox import sqlite as sqlite_outbox
@@ -27,28 +27,28 @@ from dedupkit.outbox.base import EntryState
 from ..support.payloads import capi_event
 
 T0 = 1_750_000_000.0
-Opener = Callable[[], Outbox]
+Opener = Callable[..., Outbox]
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
 def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens outboxes on one fresh store: a SQLite file, or a Redis namespace or PostgreSQL
-    account of its own."""
+    """Opens outboxes on one fresh store: a SQLite file, or a Redis or PostgreSQL namespace of
+    its own."""
     opened: list[Outbox] = []
     if request.param == "sqlite":
         path = tmp_path / "outbox.sqlite3"
 
-        def make() -> Outbox:
-            return SQLiteOutbox(path)
+        def make(account: str | None = None) -> Outbox:
+            return SQLiteOutbox(path, account=account)
 
     elif request.param == "postgres":
         from dedupkit.outbox.postgres import PostgresOutbox
 
-        url = request.getfixturevalue("postgres_url")
-        account = f"contract-{uuid.uuid4().hex}"
+        database = request.getfixturevalue("postgres_url")
+        partition = f"contract-{uuid.uuid4().hex}"
 
-        def make() -> Outbox:
-            return PostgresOutbox(url, namespace=account)
+        def make(account: str | None = None) -> Outbox:
+            return PostgresOutbox(database, namespace=partition, account=account)
 
     else:
         from dedupkit.outbox.redis import RedisOutbox
@@ -56,11 +56,12 @@ def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]
         url = request.getfixturevalue("redis_server").url
         namespace = f"contract-{uuid.uuid4().hex}"
 
-        def make() -> Outbox:
-            return RedisOutbox(url, namespace=namespace)
+        def make(account: str | None = None) -> Outbox:
+            return RedisOutbox(url, namespace=namespace, account=account)
 
-    def opener() -> Outbox:
-        opened.append(make())
+    def opener(account: str | None = None) -> Outbox:
+        """An outbox on the store; with ``account``, bound to that ad account."""
+        opened.append(make(account))
         return opened[-1]
 
     yield opener
@@ -149,11 +150,12 @@ def test_claim_gives_the_encoded_text_and_the_payload_exactly_as_enqueued(box: O
     assert claimed.attempts == 0
 
 
-def test_event_time_is_kept_only_when_the_payload_has_a_number(box: Outbox) -> None:
-    box.put({**event("e1"), "event_time": "soon"}, now=T0)
-    box.put({**event("e2"), "event_time": True}, now=T0 + 1)
+def test_every_stored_event_has_its_event_time_beside_it(box: Outbox) -> None:
+    for bad in ("soon", True, None):
+        with pytest.raises(ValueError, match="event_time"):
+            box.put({**event("e1"), "event_time": bad}, now=T0)
     box.put({**event("e3"), "event_time": T0 + 0.25}, now=T0 + 2)
-    assert [c.event_time for c in box.claim(10, now=T0 + 2)] == [None, None, T0 + 0.25]
+    assert [c.event_time for c in box.claim(10, now=T0 + 2)] == [T0 + 0.25]
 
 
 def test_claim_takes_the_oldest_due_entries_up_to_the_limit(box: Outbox) -> None:
@@ -541,3 +543,54 @@ def test_entries_since_carry_the_coverage_summary(box: Outbox, other: Outbox) ->
     assert checkout.user_fields == ("em", "click_id", "client_ip_address")
     assert (entries[0].value, entries[0].currency) == (None, None)
     assert [e.event_id for e in other.entries_since(T0, limit=1)] == ["v1"]
+
+
+# -- one shop per outbox, one write per outcome, counters that only go up (issue 16) --------
+
+
+def test_an_outbox_belongs_to_the_first_account_that_uses_it(open_box: Opener) -> None:
+    mine = open_box(account="111")
+    mine.put(event("mine"), now=T0)
+    with pytest.raises(ConfigurationError, match=r"ad account 111.*ad account 222"):
+        open_box(account="222").stats()
+    # A tool without an account (a test, a script) may still read and claim.
+    assert ids_of(open_box().claim(10, now=T0)) == ["mine"]
+
+
+def test_a_sender_claims_only_its_own_account_and_unbound_events(open_box: Opener) -> None:
+    tool = open_box()
+    tool.put(event("from-a-tool"), now=T0)
+    mine = open_box(account="111")
+    mine.put(event("mine"), now=T0)
+    assert sorted(ids_of(mine.claim(10, now=T0))) == ["from-a-tool", "mine"]
+
+
+def test_an_event_and_its_tag_flag_are_one_write(box: Outbox, other: Outbox) -> None:
+    assert box.put(event("e1"), now=T0, tag=True)
+    assert not box.put(event("e1"), now=T0, tag=False)  # a duplicate still records evidence
+    box.record_skip("no_consent", event_name="checkout", event_id="s1", now=T0, tag=False)
+    other.put(event("s1"), now=T0)
+    assert {e.event_id: e.tag for e in other.recent()} == {"e1": True, "s1": False}
+    box.record_tag("checkout", "s1", True, timeout=1.0)
+    assert {e.event_id: e.tag for e in other.recent()}["s1"] is True
+
+
+def test_skips_may_be_counted_by_more_than_one(box: Outbox) -> None:
+    box.record_skip("lost_memory_full", count=3, timeout=1.0)
+    box.record_skip("lost_memory_full")
+    assert box.stats().skipped == {"lost_memory_full": 4}
+
+
+def test_outcome_totals_only_go_up(box: Outbox, other: Outbox) -> None:
+    for n in range(3):
+        box.put(event(f"e{n}"), now=T0)
+    box.put(event("e0"), now=T0)
+    claimed = {c.payload["event_id"]: c.id for c in box.claim(10, now=T0)}
+    box.ack([claimed["e0"], claimed["e1"]])
+    box.dead([claimed["e2"]], reason="Invalid em", now=T0)
+    totals = {"queued": 3, "delivered": 2, "dead": 1, "replayed": 0, "duplicate": 1}
+    assert dict(other.stats().totals) == totals
+    box.prune(0, now=time.time() + 60)
+    assert box.replay_dead(now=T0) == 1
+    assert dict(other.stats().totals) == {**totals, "replayed": 1}
+    assert other.stats().dead == 0

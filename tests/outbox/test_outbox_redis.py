@@ -370,3 +370,21 @@ def test_a_pause_raised_by_an_older_version_has_no_reason(outbox: RedisOutbox) -
     # An older dedupkit only knows the pause key.
     outbox._redis().set("{dedupkit}:pause", repr(T0 + 90))
     assert outbox.pause(now=T0) == Pause(T0 + 90, "", "rate_limit", "")
+
+
+def test_the_namespace_records_its_schema_version_and_a_newer_one_is_refused(
+    redis_url: str,
+) -> None:
+    namespace = f"schema-{os.getpid()}-{time.monotonic_ns()}"
+    box = RedisOutbox(redis_url, namespace=namespace)
+    box.put(event("e1"), now=T0)
+    client = redis.Redis.from_url(redis_url)
+    key = f"{{{namespace}}}:schema"
+    assert int(client.get(key) or 0) == redis_outbox.SCHEMA_VERSION
+    client.set(key, redis_outbox.SCHEMA_VERSION + 1)
+    newer = RedisOutbox(redis_url, namespace=namespace)
+    with pytest.raises(OutboxError, match=r"newer dedupkit.*upgrade dedupkit"):
+        newer.stats()
+    for opened in (box, newer):
+        opened.close()
+    client.close()

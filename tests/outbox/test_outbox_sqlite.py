@@ -1,4 +1,4 @@
-"""What only the SQLite outbox does: the file, its upgrades, fork, locks and URLs.
+"""What only the SQLite outbox does: the file, its schema version, fork, locks and URLs.
 
 The behaviour every outbox shares is in test_outbox_contract.py.
 """
@@ -22,6 +22,7 @@ import pytest
 from dedupkit.errors import ConfigurationError, OutboxError
 from dedupkit.event.wire import encode_event
 from dedupkit.outbox import Pause, SQLiteOutbox, open_outbox
+from dedupkit.outbox import sqlite as sqlite_outbox
 
 from ..support.payloads import capi_event
 
@@ -281,7 +282,9 @@ def test_open_outbox_hands_redis_urls_to_redis_outbox(
     import dedupkit.outbox.redis
 
     class FakeRedisOutbox:
-        def __init__(self, url: str, namespace: str = "default") -> None:
+        def __init__(
+            self, url: str, namespace: str = "default", account: str | None = None
+        ) -> None:
             self.url = url
             self.namespace = namespace
 
@@ -332,38 +335,18 @@ def test_claim_gives_the_stored_json_text_and_event_time(box: SQLiteOutbox, db_p
     assert claimed.id == f"{row[0]}:{row[1]}" == f"{row[0]}:1"
 
 
-def test_a_file_from_before_the_event_time_and_claims_columns_is_upgraded(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
-    old = {"event_name": "checkout", "event_id": "old", "event_time": int(T0)}
+def test_the_file_records_its_schema_version_and_a_newer_one_is_refused(db_path: Path) -> None:
+    box = SQLiteOutbox(db_path)
+    box.put(event("e1"), now=T0)
+    box.close()
     with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            """CREATE TABLE outbox (
-                id INTEGER PRIMARY KEY, event_name TEXT NOT NULL, event_id TEXT NOT NULL,
-                payload TEXT NOT NULL, status INTEGER NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL,
-                created_at REAL NOT NULL, changed_at REAL NOT NULL, last_error TEXT,
-                UNIQUE (event_name, event_id))"""
-        )
-        conn.execute(
-            "INSERT INTO outbox (event_name, event_id, payload, status, due_at, created_at,"
-            " changed_at) VALUES ('checkout', 'old', ?, 0, ?, ?, ?)",
-            (json.dumps(old), T0, T0, T0),
-        )
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_outbox.SCHEMA_VERSION
+        conn.execute(f"PRAGMA user_version = {sqlite_outbox.SCHEMA_VERSION + 1}")
     conn.close()
-    box, stale = SQLiteOutbox(db_path), SQLiteOutbox(db_path)
-    try:
-        assert box.put(event("new"), now=T0)
-        first, second = box.claim(10, now=T0, lease=5)
-        assert (first.event_time, first.payload) == (None, old)
-        assert (second.event_time, second.payload["event_id"]) == (T0, "new")
-        # The old entry obeys the stale-claim rule too.
-        [again, _] = stale.claim(10, now=T0 + 10)
-        assert (first.id, again.id) == ("1:1", "1:2")
-        box.dead([first.id], reason="stale", now=T0 + 10)
-        assert box.stats().dead == 0
-    finally:
-        box.close()
-        stale.close()
+    newer = SQLiteOutbox(db_path)
+    with pytest.raises(OutboxError, match=r"newer dedupkit.*upgrade dedupkit"):
+        newer.stats()
+    newer.close()
 
 
 def test_a_pause_raised_by_an_older_version_has_no_reason(box: SQLiteOutbox) -> None:
