@@ -5,13 +5,14 @@ of hosts claim with ``SELECT … FOR UPDATE SKIP LOCKED``, so no two hold the sa
 :meth:`PostgresOutbox.put_in` writes an event in the shop's own transaction (the
 transactional outbox): the conversion commits with the order, or not at all.
 
-The tables are :data:`metadata`'s, all named ``dedupkit_*``; an app that manages its schema
-with Alembic adds :data:`metadata` to its ``target_metadata`` (they are otherwise created on
-first use). One database holds several shops: every row carries its ``namespace``
-(``dedupkit:<ad account id>`` by default) and no method reads or changes another namespace's
-rows. A namespace belongs to the first ad account that uses it (a process configured for
-another is refused), and every event carries the ad account that stored it: a sender claims
-only its own account's events (and those stored by a tool without one).
+The tables are :data:`metadata`'s (see :mod:`.postgres_tables`), all named ``dedupkit_*``; an
+app that manages its schema with Alembic adds :data:`metadata` to its ``target_metadata``
+(they are otherwise created on first use). One database holds several shops: every row
+carries its ``namespace`` (``dedupkit:<ad account id>`` by default) and no method reads or
+changes another namespace's rows. A namespace belongs to the first ad account that uses it (a
+process configured for another is refused), and every event carries the ad account that
+stored it: a sender claims only its own account's events (and those stored by a tool without
+one).
 
 ``Claimed.id`` is ``<row id>:<claim number>`` (as in SQLite): ``retry``/``dead`` only match
 the current claim. :attr:`DeadLetter.id` is the bare row id.
@@ -19,9 +20,7 @@ the current claim. :attr:`DeadLetter.id` is the bare row id.
 
 from __future__ import annotations
 
-import enum
 import json
-import logging
 import os
 import threading
 import time
@@ -36,7 +35,6 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, scoped_session
 
 from ..errors import ConfigurationError, OutboxError
 from ..redaction import REDACTED, redact
@@ -64,11 +62,12 @@ from .base import (
     stored_entry,
     summary_of,
 )
+from .postgres_tables import SCHEMA_VERSION as SCHEMA_VERSION
+from .postgres_tables import Status, meta_table
+from .postgres_tables import metadata as metadata
+from .postgres_transaction import Transaction, call_after_commit
+from .postgres_transaction import connection_of as connection_of
 
-logger = logging.getLogger("dedupkit")
-
-#: The version of the tables below; an outbox written by a newer dedupkit is refused.
-SCHEMA_VERSION = 1
 #: How many recent delivery errors :meth:`PostgresOutbox.stats` reports.
 LAST_ERRORS_KEPT = 10
 #: After a failed connection, timed puts fail at once for this long instead of each waiting
@@ -79,111 +78,13 @@ CONNECT_TIMEOUT = 2
 #: The key of the advisory lock that serialises creating the tables.
 _SCHEMA_LOCK = 0x64656475  # "dedu"
 
-#: The dedupkit tables, for ``create_all`` and Alembic's ``target_metadata``.
-metadata = sa.MetaData()
-
-#: One row per event. ``due_at`` is when a pending entry may be sent, or when the lease of an
-#: in-flight one ends; ``changed_at`` is when it was stored, rescheduled, delivered, killed
-#: or replayed (not claimed); ``claims`` counts claims, to tell a stale claim from the
-#: current one; ``fields``/``value``/``currency`` are the coverage summary (see
-#: :func:`~dedupkit.outbox.base.summary_of`).
-outbox_table = sa.Table(
-    "dedupkit_outbox",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("namespace", sa.Text, nullable=False),
-    #: The ad account of the process that stored it (``NULL``: a tool without one).
-    sa.Column("account", sa.Text),
-    sa.Column("event_name", sa.Text, nullable=False),
-    sa.Column("event_id", sa.Text, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("status", sa.SmallInteger, nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("due_at", sa.Double, nullable=False),
-    sa.Column("created_at", sa.Double, nullable=False),
-    sa.Column("changed_at", sa.Double, nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Column("event_time", sa.Double),
-    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("fields", sa.Text),
-    sa.Column("value", sa.Double),
-    sa.Column("currency", sa.Text),
-    sa.Column("test", sa.Boolean),
-    sa.UniqueConstraint("namespace", "event_name", "event_id", name="dedupkit_outbox_event"),
-    sa.Index("dedupkit_outbox_due", "namespace", "status", "due_at"),
-    sa.Index("dedupkit_outbox_changed", "namespace", "changed_at"),
-    sa.Index("dedupkit_outbox_created", "namespace", "created_at"),
-)
-#: Tag evidence: did the browser make the tag call for an event.
-evidence_table = sa.Table(
-    "dedupkit_evidence",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("namespace", sa.Text, nullable=False),
-    sa.Column("event_name", sa.Text, nullable=False),
-    sa.Column("event_id", sa.Text, nullable=False),
-    sa.Column("tag", sa.Boolean, nullable=False),
-    sa.Column("at", sa.Double, nullable=False),
-    sa.UniqueConstraint("namespace", "event_name", "event_id", name="dedupkit_evidence_event"),
-    sa.Index("dedupkit_evidence_order", "namespace", "id"),
-)
-#: The last skipped events with a name and id.
-skips_table = sa.Table(
-    "dedupkit_skips",
-    metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("namespace", sa.Text, nullable=False),
-    sa.Column("at", sa.Double, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("event_name", sa.Text),
-    sa.Column("event_id", sa.Text),
-    sa.Index("dedupkit_skips_order", "namespace", "id"),
-)
-#: Counters that only go up (the outcome totals, skips by reason, the lag histogram), per
-#: namespace.
-counters_table = sa.Table(
-    "dedupkit_counters",
-    metadata,
-    sa.Column("namespace", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("value", sa.Double, nullable=False),
-)
-#: Per namespace: the ad account it belongs to, the pause shared by every sender, the recent
-#: errors.
-namespaces_table = sa.Table(
-    "dedupkit_namespaces",
-    metadata,
-    sa.Column("namespace", sa.Text, primary_key=True),
-    sa.Column("account", sa.Text),
-    sa.Column("pause_until", sa.Double),
-    sa.Column("pause_reason", sa.Text),
-    sa.Column("pause_kind", sa.Text),
-    sa.Column("pause_token_id", sa.Text),
-    sa.Column("last_errors", sa.Text),
-)
-#: ``schema_version``: what wrote these tables.
-meta_table = sa.Table(
-    "dedupkit_meta",
-    metadata,
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-
-class _Status(enum.IntEnum):
-    PENDING = 0
-    IN_FLIGHT = 1
-    DELIVERED = 2
-    DEAD = 3
-
-
 _STATES = {
-    _Status.PENDING: EntryState.PENDING,
-    _Status.IN_FLIGHT: EntryState.IN_FLIGHT,
-    _Status.DELIVERED: EntryState.DELIVERED,
-    _Status.DEAD: EntryState.DEAD,
+    Status.PENDING: EntryState.PENDING,
+    Status.IN_FLIGHT: EntryState.IN_FLIGHT,
+    Status.DELIVERED: EntryState.DELIVERED,
+    Status.DEAD: EntryState.DEAD,
 }
-_PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in _Status)
+_PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in Status)
 
 _PUT = sa.text(f"""
 INSERT INTO dedupkit_outbox (
@@ -457,7 +358,7 @@ class PostgresOutbox:
 
     def put_in(
         self,
-        transaction: Session | scoped_session[Any] | Connection,
+        transaction: Transaction,
         payload: Mapping[str, Any],
         *,
         now: float | None = None,
@@ -732,17 +633,17 @@ class PostgresOutbox:
         namespace = {"namespace": self.namespace}
         # One snapshot: the counts, the oldest entry and the counters agree.
         with self._errors("read the statistics of"), self._begin("REPEATABLE READ") as conn:
-            counts = dict.fromkeys(_Status, 0)
+            counts = dict.fromkeys(Status, 0)
             for status, count in conn.execute(_COUNTS, namespace):
-                counts[_Status(status)] = int(count)
+                counts[Status(status)] = int(count)
             oldest = conn.execute(_OLDEST, namespace).scalar()
             counters = {name: float(value) for name, value in conn.execute(_COUNTERS, namespace)}
             errors = _errors_of(conn.execute(_ERRORS, namespace).scalar())
         return OutboxStats(
-            pending=counts[_Status.PENDING],
-            in_flight=counts[_Status.IN_FLIGHT],
-            delivered=counts[_Status.DELIVERED],
-            dead=counts[_Status.DEAD],
+            pending=counts[Status.PENDING],
+            in_flight=counts[Status.IN_FLIGHT],
+            delivered=counts[Status.DELIVERED],
+            dead=counts[Status.DEAD],
             oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
             skipped={
                 name[len(_SKIP_PREFIX) :]: int(value)
@@ -940,60 +841,6 @@ class PostgresOutbox:
             raise OutboxError(message) from exc
 
 
-def connection_of(transaction: Session | scoped_session[Any] | Connection) -> Connection:
-    """The connection of a session's transaction (begun if none is), or the connection.
-
-    :raises TypeError: for anything else.
-    """
-    if isinstance(transaction, scoped_session):
-        transaction = transaction()
-    if isinstance(transaction, Session):
-        return transaction.connection()
-    if isinstance(transaction, Connection):
-        return transaction
-    raise TypeError(
-        "session= takes a SQLAlchemy Session (Flask-SQLAlchemy's db.session) or Connection, "
-        f"not {type(transaction).__name__}"
-    )
-
-
-#: ``Session.info`` key of the callbacks waiting for the session's commit.
-_AFTER_COMMIT = "dedupkit_after_commit"
-
-
-def call_after_commit(
-    transaction: Session | scoped_session[Any] | Connection, callback: Callable[[], None]
-) -> None:
-    """Call ``callback`` once the session's current transaction commits; a rollback forgets
-    it. A bare ``Connection`` has no such event: nothing is called."""
-    if isinstance(transaction, scoped_session):
-        transaction = transaction()
-    if not isinstance(transaction, Session):
-        return
-    waiting: list[Callable[[], None]] | None = transaction.info.get(_AFTER_COMMIT)
-    if waiting is None:
-        waiting = transaction.info[_AFTER_COMMIT] = []
-        # On this session only, for its lifetime (Flask-SQLAlchemy makes one per request).
-        sa.event.listen(transaction, "after_commit", _run_after_commit)
-        sa.event.listen(transaction, "after_rollback", _forget_after_commit)
-    if callback not in waiting:
-        waiting.append(callback)
-
-
-def _run_after_commit(session: Session) -> None:
-    waiting: list[Callable[[], None]] = session.info.get(_AFTER_COMMIT, [])
-    callbacks, waiting[:] = list(waiting), []
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:  # a wake-up must never fail the shop's commit
-            logger.exception("dedupkit: a callback after the session's commit failed")
-
-
-def _forget_after_commit(session: Session) -> None:
-    session.info.get(_AFTER_COMMIT, []).clear()
-
-
 def _create_engine(url: str) -> Engine:
     try:
         parsed = sa.engine.make_url(url)
@@ -1045,7 +892,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         payload,
         event_name=name,
         event_id=event_id,
-        state=_STATES[_Status(status)],
+        state=_STATES[Status(status)],
         attempts=attempts,
         event_time=event_time,
         updated_at=changed_at,
