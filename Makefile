@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hot_path.py
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/outage_drain.py
 	$(BIN)/python bench/postgres.py
 
 clean:

@@ -179,7 +179,7 @@ class Bench:
         kit = DedupKit(app)
         with app.app_context():
             state = get_state()
-            state.outbox.pause_until()  # open the database and create the schema untimed
+            state.outbox.pause()  # open the database and create the schema untimed
             sender = state.make_sender()
             inputs = self.inputs
 
@@ -206,7 +206,7 @@ class Bench:
 
         directory = self._fresh_dir()
         outbox = SQLiteOutbox(directory / "outbox.sqlite3")
-        outbox.pause_until()
+        outbox.pause()
         hasher = UserDataHasher()
         client = self.client
         times = dict.fromkeys(

@@ -127,7 +127,7 @@ def running_postgres() -> Iterator[str]:
 
 def payloads(count: int) -> list[dict[str, Any]]:
     """``count`` realistic checkout events (hashed PII, line items), distinct event ids."""
-    from dedupkit.event import build_event
+    from dedupkit import build_event
     from dedupkit.event.user_data import UserDataHasher
 
     hasher = UserDataHasher(phone_region="US")

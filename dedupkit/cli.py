@@ -354,7 +354,8 @@ def _replay(outbox: Outbox, letters: list[DeadLetter], *, as_offline: bool, yes:
 @cli.command()
 @_verbosity(logging.WARNING)
 def resume() -> None:
-    """Lift a delivery pause now (after fixing the credentials, or to override a wait)."""
+    """Lift a delivery pause now (after fixing the credentials, or to override a wait), for
+    every process: running senders see it within a second."""
     outbox = _state().outbox
     pause = outbox.pause()
     if pause is None:
@@ -363,6 +364,7 @@ def resume() -> None:
     outbox.clear_pause()
     click.echo(f"delivery resumed; it was paused ({pause.kind.replace('_', ' ')}): "
                f"{pause.reason or 'no reason given'}")  # fmt: skip
+    click.echo("running senders see it within a second")
     if pause.kind == CREDENTIALS:
         click.echo("if the credentials are still wrong, the next batch pauses delivery again")
 

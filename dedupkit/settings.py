@@ -62,6 +62,10 @@ _PLACEHOLDER = re.compile(
     r"|<.*>|\{.*\}|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)$",
     re.I,
 )
+#: The longest DEDUPKIT_HTTP_TIMEOUT: half the 30 s lease of a claimed batch.
+MAX_HTTP_TIMEOUT = 15.0
+#: The longest DEDUPKIT_MAX_RETRY_AFTER: a web event an hour late cannot be deduplicated.
+MAX_RETRY_AFTER_LIMIT = 3600.0
 #: Strings that mean yes or no in an environment variable.
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -150,8 +154,12 @@ class Settings:
     flush_interval: float = 1.0
     #: Events per Conversions API request, at most Pinterest's 1000.
     batch_size: int = MAX_BATCH_SIZE
-    #: Seconds a Conversions API request may take.
+    #: Seconds one Conversions API request may take in all (connecting, writing, reading); at
+    #: most 15, half the outbox lease, so that no request outlives its claim.
     http_timeout: float = 10.0
+    #: The longest pause a ``Retry-After`` or ``x-ratelimit-reset`` may impose, in seconds,
+    #: at most an hour and the retry window: one bogus header must not hold delivery for long.
+    max_retry_after: float = 300.0
     #: The Conversions API ``partner_name``; only if Pinterest gave you one.
     partner_name: str | None = None
     #: Signs tickets and visitor tokens; ``None``: the app's ``SECRET_KEY``.
@@ -426,6 +434,18 @@ def _check(settings: Settings) -> None:
     if not settings.api_base_url.startswith(("https://", "http://")):
         raise ConfigurationError(
             f"DEDUPKIT_API_BASE_URL must be an http(s) URL, got {settings.api_base_url!r}"
+        )
+    if settings.http_timeout > MAX_HTTP_TIMEOUT:
+        raise ConfigurationError(
+            f"DEDUPKIT_HTTP_TIMEOUT must be at most {MAX_HTTP_TIMEOUT:.0f} s (half the outbox "
+            f"lease, so that no request outlives its claim), got {settings.http_timeout:g}"
+        )
+    if not 1 <= settings.max_retry_after <= min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):
+        raise ConfigurationError(
+            "DEDUPKIT_MAX_RETRY_AFTER must be between 1 and "
+            f"{min(MAX_RETRY_AFTER_LIMIT, settings.retry_window):.0f} seconds (at most an "
+            "hour, and within DEDUPKIT_RETRY_WINDOW: a longer pause expires every event), got "
+            f"{settings.max_retry_after:g}"
         )
     if settings.queue_url is not None:
         _check_queue_url(settings.queue_url)

@@ -156,6 +156,7 @@ class State:
             retry_window=s.retry_window,
             batch_size=s.batch_size,
             signal_sender=self.app,
+            max_retry_after=s.max_retry_after,
         )
 
     def start_delivery(self) -> None:

@@ -204,6 +204,7 @@ def test_resume_clears_a_delivery_pause(app: Flask) -> None:
     result = invoke(app, "resume")
     assert result.exit_code == 0
     assert "delivery resumed; it was paused (credentials): token refused" in result.output
+    assert "running senders see it within a second" in result.output
     assert outbox.pause() is None
     assert invoke(app, "resume").output.strip() == "delivery is not paused"
 

@@ -151,6 +151,34 @@ def test_app_config_beats_the_environment_and_says_so_when_they_differ(
     assert (settings.tag_id, settings.conversion_token) == ("7", "pina_FromTheEnvironment0")
 
 
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"MAX_RETRY_AFTER": "0"}, "positive"),
+        ({"MAX_RETRY_AFTER": "86400"}, "DEDUPKIT_MAX_RETRY_AFTER must be between 1 and 3600"),
+        (
+            {"MAX_RETRY_AFTER": "900", "RETRY_WINDOW": "600"},
+            "DEDUPKIT_MAX_RETRY_AFTER must be between 1 and 600",
+        ),
+        ({"HTTP_TIMEOUT": "60"}, "DEDUPKIT_HTTP_TIMEOUT must be at most 15 s"),
+    ],
+)
+def test_delivery_waits_are_bounded(config: dict[str, str], words: str) -> None:
+    assert words in problem(**config)
+
+
+def test_the_retry_after_cap_reaches_the_sender(tmp_path: Path) -> None:
+    settings = load({**GOOD, "DEDUPKIT_MAX_RETRY_AFTER": "120"}, environ={})
+    assert settings.max_retry_after == 120.0
+    assert load(GOOD, environ={}).max_retry_after == 300.0
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(GOOD, DEDUPKIT_MAX_RETRY_AFTER=120, DEDUPKIT_BACKGROUND_SENDER=False)
+    DedupKit(app)
+    sender = get_state(app).make_sender()
+    assert sender.gate.max_retry_after == 120.0
+    sender.client.close()  # type: ignore[attr-defined]
+
+
 def test_flask_routes_runs_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEDUPKIT_")}
     result = subprocess.run(

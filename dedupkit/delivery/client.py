@@ -9,10 +9,15 @@ answer                                          outcome of each event
 200 (or 422 with ``details``), per event        ``DELIVERED`` or ``PERMANENT`` (its message)
 400, 413, 422 without verdicts                  ``SPLIT`` (``PERMANENT`` for one event alone)
 200 whose body is not Pinterest's JSON          ``SPLIT`` (``RETRYABLE`` for one event alone)
+any other status (a proxy's, say)               ``SPLIT`` (``RETRYABLE`` for one event alone)
 401, 403, 404 (unknown ad account)              ``CREDENTIALS``
 408, 429, 5xx, timeout, network error           ``RETRYABLE`` (with ``Retry-After``)
-any other status                                ``PERMANENT``
+an answer that cannot be read (corrupt gzip)    ``RETRYABLE``
 ==============================================  =============================================
+
+Each request has one deadline for all of it, connecting, writing and reading (``timeout``):
+an answer that trickles in slowly is a timeout, so that a slow proxy never keeps a request
+open past the outbox lease.
 
 The token never leaves this module: every message built from a response (an upstream error
 page may echo the ``Authorization`` header) is redacted and truncated before it is returned.
@@ -24,9 +29,13 @@ import enum
 import hashlib
 import html
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -45,9 +54,14 @@ logger = logging.getLogger("dedupkit.client")
 #: The largest request body sent. Pinterest publishes no figure (UNCONFIRMED); 2 MiB is the
 #: smallest limit other conversion APIs document, and 1000 ordinary events weigh about 600 KB.
 MAX_BODY_BYTES = 2 * 1024 * 1024
-#: Total time for one request; kept well below the outbox lease so a live sender never
-#: loses its claim while it waits.
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: Total time for one request, connecting, writing and reading; kept well below the outbox
+#: lease so a live sender never loses its claim while it waits.
+DEFAULT_TIMEOUT = 10.0
+#: The longest a request may take to connect, within the total deadline.
+CONNECT_TIMEOUT = 5.0
+#: Requests left behind at their deadline that may still be finishing their last read; one
+#: more waits its turn and, at its own deadline, times out without having been sent.
+MAX_REQUESTS_IN_FLIGHT = 4
 
 # Statuses that judge the request as a whole: a smaller batch may pass.
 _WHOLE_BATCH_REFUSALS = frozenset({400, 413, 422})
@@ -59,6 +73,8 @@ _TAGS = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>|<[^>]*>")
 _SPACE = re.compile(r"\s+")
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _LEADING_INT = re.compile(r"\s*([0-9]{1,12})")
+# Headers about the body as it travelled, wrong for the decoded body kept.
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # An x-ratelimit-reset above this is a Unix time rather than seconds from now.
 _EPOCH_THRESHOLD = 1e9
 
@@ -147,8 +163,10 @@ class CapiClient:
         message returned.
     :param base_url: the API root (a :class:`~dedupkit.testing.FakePinterest` URL in tests).
     :param test_mode: send ``?test=true``: Pinterest validates but records nothing.
-    :param timeout: the httpx timeout of one request.
+    :param timeout: seconds for the whole of one request (connect, write, read); the
+        request is given up, as timed out, when they are spent.
     :param transport: an httpx transport, for tests and custom networking.
+    :raises ValueError: for a timeout that is not a positive number.
     """
 
     def __init__(
@@ -158,17 +176,25 @@ class CapiClient:
         token: str,
         base_url: str = DEFAULT_API_BASE_URL,
         test_mode: bool = False,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        #: Seconds one request may take in all.
+        self.timeout = float(timeout)
         self.ad_account_id = str(ad_account_id)
         self.test_mode = test_mode
         self.url = f"{base_url.rstrip('/')}/ad_accounts/{self.ad_account_id}/events"
         #: :func:`token_fingerprint` of the token, stored with a credentials pause.
         self.token_id = token_fingerprint(token)
         self._secrets = (token,)
+        # Every step is bounded by the whole deadline too; _exchange checks what is left.
+        step = httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout))
+        self._executor: tuple[int, ThreadPoolExecutor] | None = None
+        self._executor_lock = threading.Lock()
         self._http = httpx.Client(
-            timeout=timeout,
+            timeout=step,
             transport=transport,
             headers={
                 "Authorization": f"Bearer {token}",
@@ -183,6 +209,9 @@ class CapiClient:
 
     def close(self) -> None:
         """Close the connection pool."""
+        executor, self._executor = self._executor, None
+        if executor is not None and executor[0] == os.getpid():
+            executor[1].shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
     def __enter__(self) -> CapiClient:
@@ -202,16 +231,81 @@ class CapiClient:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH_SIZE} events, got {len(events)}")
         body = encode_batch(events)
         params = {"test": "true"} if self.test_mode else None
+        deadline = time.monotonic() + self.timeout
+        gave_up = threading.Event()
+        future: Future[httpx.Response] | None
         try:
-            response = self._http.post(self.url, content=body, params=params)
-        except httpx.TimeoutException:
-            return _all(len(events), Outcome.RETRYABLE, "timed out waiting for Pinterest", None)
-        except httpx.TransportError as exc:
+            future = self._requests().submit(self._exchange, body, params, deadline, gave_up)
+        except RuntimeError:
+            # At interpreter exit no thread may start: the last batch is sent from here, each
+            # step of it still bounded by the deadline.
+            future = None
+        try:
+            if future is None:
+                response = self._exchange(body, params, deadline, gave_up)
+            else:
+                response = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except (FutureTimeout, httpx.TimeoutException):
+            gave_up.set()
+            if future is not None:
+                _discard(future)
+            message = f"timed out: no complete answer from Pinterest within {self.timeout:g} s"
+            return _all(len(events), Outcome.RETRYABLE, message, None)
+        except httpx.DecodingError as exc:
+            # A 200 whose gzip is corrupt may have been processed: sending again is safe
+            # because Pinterest deduplicates on event_id.
+            message = redact(f"an answer that could not be decoded: {exc}", self._secrets)
+            return _all(len(events), Outcome.RETRYABLE, message, None)
+        except httpx.HTTPError as exc:
             message = redact(f"network error: {exc}", self._secrets)
             return _all(len(events), Outcome.RETRYABLE, message, None)
         return classify_response(
             response, len(events), secrets=self._secrets, ad_account_id=self.ad_account_id
         )
+
+    def _requests(self) -> ThreadPoolExecutor:
+        """This process's request threads (a forked child builds its own)."""
+        with self._executor_lock:
+            if self._executor is None or self._executor[0] != os.getpid():
+                executor = ThreadPoolExecutor(MAX_REQUESTS_IN_FLIGHT, "dedupkit-capi")
+                self._executor = (os.getpid(), executor)
+            return self._executor[1]
+
+    def _exchange(
+        self,
+        body: bytes,
+        params: dict[str, str] | None,
+        deadline: float,
+        gave_up: threading.Event,
+    ) -> httpx.Response:
+        """POST ``body`` and read the whole answer, or raise once ``deadline`` has passed.
+
+        Runs in a request thread, so that :meth:`send` returns at the deadline whatever the
+        network does; this thread stops at its next chunk after it.
+        """
+        request = self._http.build_request("POST", self.url, content=body, params=params)
+        response = self._http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if gave_up.is_set() or time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer took longer than the deadline")
+        finally:
+            response.close()
+        # The body was decoded as it came: keep the decoded bytes without decoding again.
+        return httpx.Response(
+            response.status_code,
+            headers=[(k, v) for k, v in response.headers.items() if k not in _BODY_HEADERS],
+            content=b"".join(chunks),
+            request=request,
+        )
+
+
+def _discard(future: Future[httpx.Response]) -> None:
+    """Cancel ``future``, or drop its late outcome once it comes (nobody waits for it)."""
+    if not future.cancel():
+        future.add_done_callback(lambda done: done.exception())
 
 
 def classify_response(
@@ -244,16 +338,15 @@ def classify_response(
         results = _per_event(body["details"], count, secrets)
         return BatchResult(results, status, retry_after, rate_limit)
     message = _error_message(status, body, response, secrets)
-    if status == 200:
-        # A proxy's page, or a body cut short: no verdict, and maybe one event's fault.
-        return every(Outcome.SPLIT if count > 1 else Outcome.RETRYABLE, message)
     if status in _CREDENTIALS:
         return every(Outcome.CREDENTIALS, f"{_advice(status, ad_account_id)} ({message})")
     if status == 408 or status == 429 or status >= 500:
         return every(Outcome.RETRYABLE, message)
     if status in _WHOLE_BATCH_REFUSALS:
         return every(Outcome.SPLIT if count > 1 else Outcome.PERMANENT, message)
-    return every(Outcome.PERMANENT, message)
+    # A proxy's page, a body cut short, a status Pinterest does not send: no verdict, and
+    # maybe one event's fault. Halved until each event is alone, then retried, never dead.
+    return every(Outcome.SPLIT if count > 1 else Outcome.RETRYABLE, message)
 
 
 def parse_retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:

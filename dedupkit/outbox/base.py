@@ -349,8 +349,14 @@ class Outbox(Protocol):
         :attr:`OutboxStats.lag_counts`.
         """
 
-    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
-        """Give entries back, due again at ``not_before`` (attempts + 1); current claims only."""
+    def retry(
+        self, ids: Sequence[str], *, not_before: float, error: str, sent: bool = True
+    ) -> None:
+        """Give entries back, due again at ``not_before``; current claims only.
+
+        :param sent: the entries were in a request that failed (attempts + 1); ``False`` for
+            those given back unsent (held by a pause, left over by a probe or a budget).
+        """
 
     def dead(
         self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
@@ -361,9 +367,6 @@ class Outbox(Protocol):
             for those given up without a request (expired at claim, too large to send).
         """
 
-    def pause_until(self) -> float:
-        """The shared "no request to Pinterest before" time (0 when none)."""
-
     def set_pause_until(
         self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
     ) -> None:
@@ -373,14 +376,11 @@ class Outbox(Protocol):
         """
 
     def pause(self, *, now: float | None = None) -> Pause | None:
-        """The pause in force, ``None`` when there is none (its ``until`` is not after ``now``).
+        """The pause in force, ``None`` when there is none (its ``until`` is not after ``now``)."""
 
-        A pause raised by an older dedupkit, without a reason, has ``reason=""`` and
-        ``kind="rate_limit"``.
-        """
-
-    def clear_pause(self) -> None:
-        """Lift the pause now, whatever it was (``flask dedupkit resume``, a successful probe)."""
+    def clear_pause(self, *, kind: str | None = None) -> None:
+        """Lift the pause now, whatever it was (``flask dedupkit resume``), or only when it is
+        of ``kind`` (a successful probe lifts a credentials pause, not a rate limit)."""
 
     def record_skip(
         self,

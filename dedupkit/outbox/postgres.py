@@ -119,7 +119,7 @@ RETURNING coalesce(event_time, created_at)
 """)
 # Only the current claim: a stale sender's late call matches no row.
 _RETRY = sa.text(f"""
-UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = o.attempts + 1,
+UPDATE dedupkit_outbox o SET status = {_PENDING}, attempts = o.attempts + :sent,
     due_at = :not_before, last_error = :error, changed_at = :now
 FROM unnest(CAST(:ids AS BIGINT[]), CAST(:claims AS INTEGER[])) AS c(id, claim)
 WHERE o.namespace = :namespace AND o.id = c.id AND o.claims = c.claim
@@ -242,7 +242,7 @@ WHERE namespace = :namespace
 _CLEAR_PAUSE = sa.text("""
 UPDATE dedupkit_namespaces SET pause_until = NULL, pause_reason = NULL, pause_kind = NULL,
     pause_token_id = NULL
-WHERE namespace = :namespace
+WHERE namespace = :namespace AND (CAST(:kind AS TEXT) IS NULL OR pause_kind = :kind)
 """)
 _ERRORS_FOR_UPDATE = sa.text(
     "SELECT last_errors FROM dedupkit_namespaces WHERE namespace = :namespace FOR UPDATE"
@@ -482,8 +482,11 @@ class PostgresOutbox:
                 delivered = {_TOTAL_PREFIX + "delivered": sum(lags.values())}
                 self._count(conn, {**counts, "lag_sum": total, **delivered})
 
-    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
-        """Give entries back, due at ``not_before``; only ids of their current claim count."""
+    def retry(
+        self, ids: Sequence[str], *, not_before: float, error: str, sent: bool = True
+    ) -> None:
+        """Give entries back, due at ``not_before``; only ids of their current claim count.
+        Unsent ones (``sent=False``) count no attempt and no delivery error."""
         claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
         if not claims:
             return
@@ -492,12 +495,13 @@ class PostgresOutbox:
             "namespace": self.namespace,
             "not_before": not_before,
             "error": error,
+            "sent": int(sent),
             "now": now,
             "ids": [row for row, _ in claims],
             "claims": [claim for _, claim in claims],
         }
         with self._errors("reschedule events in"), self._begin() as conn:
-            if conn.execute(_RETRY, params).rowcount > 0:
+            if conn.execute(_RETRY, params).rowcount > 0 and sent:
                 self._log_error(conn, now, error)
 
     def dead(
@@ -553,10 +557,11 @@ class PostgresOutbox:
         until, reason, kind, token_id = row
         return Pause(float(until), reason or "", kind or "rate_limit", token_id or "")
 
-    def clear_pause(self) -> None:
-        """Lift the pause, whatever it was."""
+    def clear_pause(self, *, kind: str | None = None) -> None:
+        """Lift the pause, whatever it was, or only one of ``kind`` (in one statement: a
+        rate limit raised meanwhile by another sender stays)."""
         with self._errors("clear the pause in"), self._begin() as conn:
-            conn.execute(_CLEAR_PAUSE, {"namespace": self.namespace})
+            conn.execute(_CLEAR_PAUSE, {"namespace": self.namespace, "kind": kind})
 
     # -- skips and tag evidence --------------------------------------------------------
 

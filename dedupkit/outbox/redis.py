@@ -242,14 +242,15 @@ end
 _RETRY = (
     _HELD
     + """
-local ids = held(6)
+local ids = held(7)
+local sent = tonumber(ARGV[6])
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HINCRBY', key, 'attempts', sent)
   redis.call('HSET', key, 'error', ARGV[3])
   redis.call('ZADD', KEYS[2], ARGV[2], id)
 end
-if #ids > 0 then log_error(ARGV[4]) end
+if #ids > 0 and sent > 0 then log_error(ARGV[4]) end
 return #ids
 """
 )
@@ -448,6 +449,15 @@ end
 return 0
 """
 
+# ARGV[1]: the kind of pause to lift, '' for any.
+_CLEAR_PAUSE = """
+local kind = redis.call('HGET', KEYS[2], 'kind') or 'rate_limit'
+if ARGV[1] == '' or ARGV[1] == kind then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0
+"""
+
 
 def _text(value: bytes | str) -> str:
     # The client may or may not have been created with decode_responses=True.
@@ -581,6 +591,7 @@ class RedisOutbox:
         self._replay = register(_REPLAY)
         self._dead_letters = register(_DEAD_LETTERS)
         self._raise_pause = register(_RAISE_PAUSE)
+        self._clear_pause = register(_CLEAR_PAUSE)
         self._recent = register(_RECENT)
         self._since = register(_SINCE)
         self._tag = register(_TAG)
@@ -776,13 +787,17 @@ class RedisOutbox:
             args += [",".join(map(repr, LAG_BUCKETS)), *entries]
             self._run(self._ack, "acknowledge events", keys, args)
 
-    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
-        """Give entries back, due again at ``not_before`` (attempts + 1); current claims only."""
+    def retry(
+        self, ids: Sequence[str], *, not_before: float, error: str, sent: bool = True
+    ) -> None:
+        """Give entries back, due again at ``not_before`` (attempts + 1 when ``sent``);
+        current claims only."""
         pairs = _claim_ids(ids)
         if pairs:
             keys = [self._keys[k] for k in ("lease", "due", "created", "errors")]
             args = [self._entry, _score(not_before, "not_before"), error[:MAX_ERROR_LENGTH]]
-            args += [self._error_record(time.time(), error), str(LAST_ERRORS_KEPT), *pairs]
+            args += [self._error_record(time.time(), error), str(LAST_ERRORS_KEPT)]
+            args += [str(int(sent)), *pairs]
             self._run(self._retry, "reschedule events", keys, args)
 
     def dead(
@@ -796,12 +811,6 @@ class RedisOutbox:
             args = [self._entry, _score(now, "now"), reason[:MAX_ERROR_LENGTH]]
             args += [self._error_record(now, reason), str(LAST_ERRORS_KEPT), str(int(sent)), *pairs]
             self._run(self._dead, "dead-letter events", keys, args)
-
-    def pause_until(self) -> float:
-        """The shared "no request to Pinterest before" time (0 when none)."""
-        with self._failing("read the pause"):
-            value = self._redis().get(self._keys["pause"])
-        return float(_text(value)) if value is not None else 0.0
 
     def set_pause_until(
         self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
@@ -822,9 +831,6 @@ class RedisOutbox:
         if until <= (time.time() if now is None else now):
             return None
         fields = {_text(k): _text(v) for k, v in info.items()}
-        # Raised by an older dedupkit (no info), or info left from a pause since raised again.
-        if float(fields.get("until") or "nan") != until:
-            return Pause(until=until, reason="", kind="rate_limit", token_id="")
         return Pause(
             until=until,
             reason=fields.get("reason", ""),
@@ -832,10 +838,10 @@ class RedisOutbox:
             token_id=fields.get("token_id", ""),
         )
 
-    def clear_pause(self) -> None:
-        """Lift the pause, whatever it was."""
-        with self._failing("clear the pause"):
-            self._redis().delete(self._keys["pause"], self._keys["pause_info"])
+    def clear_pause(self, *, kind: str | None = None) -> None:
+        """Lift the pause, whatever it was, or only one of ``kind``."""
+        keys = [self._keys["pause"], self._keys["pause_info"]]
+        self._run(self._clear_pause, "clear the pause", keys, [kind or ""])
 
     def record_skip(
         self,

@@ -156,7 +156,7 @@ RETURNING event_time
 """
 # Only the current claim: a stale sender's late call matches no row.
 _RETRY = f"""
-UPDATE outbox SET status = {_PENDING}, attempts = attempts + 1, due_at = ?, last_error = ?,
+UPDATE outbox SET status = {_PENDING}, attempts = attempts + ?, due_at = ?, last_error = ?,
     changed_at = ?
 WHERE id = ? AND claims = ? AND status = {_IN_FLIGHT}
 """
@@ -206,8 +206,7 @@ _TRIM_SKIPS = "DELETE FROM skips WHERE id <= (SELECT max(id) FROM skips) - ?"
 _RECENT_SKIPS = "SELECT at, reason, event_name, event_id FROM skips ORDER BY id DESC LIMIT ?"
 _PRUNE = f"DELETE FROM outbox WHERE status = {_DELIVERED} AND changed_at < ?"
 
-# ``pause_info`` says why the pause was raised, and counts only while its ``until`` matches
-# ``pause_until``.
+# ``pause_until`` is the time, ``pause_info`` says why: both written in one transaction.
 _PAUSE = "SELECT key, value FROM meta WHERE key IN ('pause_until', 'pause_info')"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _CLEAR_PAUSE = "DELETE FROM meta WHERE key IN ('pause_until', 'pause_info')"
@@ -397,17 +396,18 @@ class SQLiteOutbox:
                     delivered = (_TOTAL_PREFIX + "delivered", sum(lags.values()))
                     conn.executemany(_COUNT, [*counts, ("lag_sum", total), delivered])
 
-    def retry(self, ids: Sequence[str], *, not_before: float, error: str) -> None:
+    def retry(
+        self, ids: Sequence[str], *, not_before: float, error: str, sent: bool = True
+    ) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
         claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
         if not claims:
             return
         now = time.time()
+        params = [(int(sent), not_before, error, now, row, claim) for row, claim in claims]
         with self._errors("reschedule events in"), self._transaction() as conn:
-            cursor = conn.executemany(
-                _RETRY, [(not_before, error, now, row, claim) for row, claim in claims]
-            )
-            if cursor.rowcount > 0:
+            cursor = conn.executemany(_RETRY, params)
+            if cursor.rowcount > 0 and sent:
                 self._log_error(conn, now, error)
 
     def dead(
@@ -425,12 +425,6 @@ class SQLiteOutbox:
             if cursor.rowcount > 0:
                 conn.execute(_COUNT, (_TOTAL_PREFIX + "dead", cursor.rowcount))
                 self._log_error(conn, now, reason)
-
-    def pause_until(self) -> float:
-        """The shared "no request to Pinterest before" time (0 when none)."""
-        with self._errors("read the pause from"), self._lend() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'pause_until'").fetchone()
-        return float(row[0]) if row else 0.0
 
     def set_pause_until(
         self, when: float, *, reason: str = "", kind: str = "rate_limit", token_id: str = ""
@@ -453,10 +447,18 @@ class SQLiteOutbox:
             return None
         return _pause(until, values.get("pause_info"))
 
-    def clear_pause(self) -> None:
-        """Lift the pause, whatever it was."""
-        with self._errors("clear the pause in"), self._lend() as conn:
-            conn.execute(_CLEAR_PAUSE)
+    def clear_pause(self, *, kind: str | None = None) -> None:
+        """Lift the pause, whatever it was, or only one of ``kind``."""
+        if kind is None:
+            with self._errors("clear the pause in"), self._lend() as conn:
+                conn.execute(_CLEAR_PAUSE)
+            return
+        with self._errors("clear the pause in"), self._transaction() as conn:
+            values = dict(conn.execute(_PAUSE).fetchall())
+            if "pause_until" in values:
+                until = float(values["pause_until"] or 0.0)
+                if _pause(until, values.get("pause_info")).kind == kind:
+                    conn.execute(_CLEAR_PAUSE)
 
     def record_skip(
         self,
@@ -779,9 +781,8 @@ def _pause(until: float, info_text: Any) -> Pause:
         info = json.loads(info_text) if isinstance(info_text, str) else None
     except ValueError:
         info = None
-    # Raised by an older dedupkit (no info), or info left from a pause since raised again.
-    if not isinstance(info, dict) or info.get("until") != until:
-        return Pause(until=until, reason="", kind="rate_limit", token_id="")
+    if not isinstance(info, dict):
+        info = {}  # a damaged row: the time still holds
     return Pause(
         until=until,
         reason=str(info.get("reason", "")),

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import hashlib
 import json
+import re
+import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +84,8 @@ PROCESSED = {"status": "processed", "error_message": None, "warning_message": No
         (429, error(8, "rate limit"), None, 2, Outcome.RETRYABLE),
         (500, None, "oops", 2, Outcome.RETRYABLE),
         (503, error(4197, "ramped down"), None, 2, Outcome.RETRYABLE),
-        (405, None, "Method Not Allowed", 2, Outcome.PERMANENT),
+        (405, None, "Method Not Allowed", 2, Outcome.SPLIT),
+        (418, None, "teapot", 1, Outcome.RETRYABLE),
     ],
 )
 def test_classification(
@@ -229,3 +235,112 @@ def test_batches_outside_1_to_1000_are_a_programming_error() -> None:
     with pytest.raises(ValueError, match="1 to 1000"):
         client.send([EVENT] * 1001)
     client.close()
+
+
+class SlowProxy:
+    """A real HTTP server on loopback that answers each request as a slow or broken proxy
+    would: ``headers`` then ``body`` in ``pieces``, ``gap`` seconds apart."""
+
+    def __init__(self, head: bytes, body: bytes, *, pieces: int = 1, gap: float = 0.0) -> None:
+        self.head, self.body, self.pieces, self.gap = head, body, pieces, gap
+        self.stopping = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                try:
+                    conn.sendall(self.head)
+                    step = max(1, len(self.body) // self.pieces)
+                    for start in range(0, len(self.body), step):
+                        if self.stopping.wait(self.gap):
+                            return
+                        conn.sendall(self.body[start : start + step])
+                except OSError:
+                    continue  # the client gave up
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.server.close()
+
+
+def processed(count: int) -> bytes:
+    return json.dumps({"events": [PROCESSED] * count}).encode()
+
+
+def head(status: str, length: int, *extra: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json", f"Content-Length: {length}"]
+    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_read() -> None:
+    body = processed(2)
+    # Each piece comes well within the timeout; all of them take about 3.6 s.
+    proxy = SlowProxy(head("200 OK", len(body)), body, pieces=12, gap=0.3)
+    try:
+        with CapiClient(ad_account_id="1", token=TOKEN, base_url=proxy.url, timeout=1.0) as c:
+            started = time.monotonic()
+            result = c.send([EVENT, EVENT])
+            took = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert result.whole is Outcome.RETRYABLE and result.status_code is None
+    assert "timed out" in (result.message or "")
+    assert took < 2.0  # the deadline (1 s) plus scheduling, far from the 3.6 s answer
+
+
+def test_a_prompt_answer_within_the_deadline_is_read_whole() -> None:
+    body = processed(2)
+    proxy = SlowProxy(head("200 OK", len(body)), body, pieces=3, gap=0.05)
+    try:
+        with CapiClient(ad_account_id="1", token=TOKEN, base_url=proxy.url, timeout=5.0) as c:
+            assert c.send([EVENT, EVENT]).whole is Outcome.DELIVERED
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_corrupt_gzip_answer_is_a_retry_never_an_exception(count: int) -> None:
+    corrupt = b"\x1f\x8b\x08\x00garbage that is not deflate" + TOKEN.encode()
+    answer = head("200 OK", len(corrupt), "Content-Encoding: gzip")
+    proxy = SlowProxy(answer, corrupt)
+    try:
+        with CapiClient(ad_account_id="1", token=TOKEN, base_url=proxy.url, timeout=5.0) as c:
+            result = c.send([EVENT] * count)
+    finally:
+        proxy.close()
+    assert [r.outcome for r in result.results] == [Outcome.RETRYABLE] * count
+    assert "could not be decoded" in (result.message or "")
+    assert TOKEN not in repr(result)
+
+
+def test_a_valid_gzip_answer_is_decoded() -> None:
+    body = gzip.compress(processed(2))
+    proxy = SlowProxy(head("200 OK", len(body), "Content-Encoding: gzip"), body)
+    try:
+        with CapiClient(ad_account_id="1", token=TOKEN, base_url=proxy.url, timeout=5.0) as c:
+            assert c.send([EVENT, EVENT]).whole is Outcome.DELIVERED
+    finally:
+        proxy.close()
+
+
+def test_the_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        CapiClient(ad_account_id="1", token=TOKEN, timeout=0)

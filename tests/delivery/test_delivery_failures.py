@@ -18,8 +18,9 @@ import redis
 
 from dedupkit import delivery_paused, delivery_resumed
 from dedupkit.delivery.client import BatchResult, CapiClient, token_fingerprint
+from dedupkit.delivery.gate import MAX_RETRY_AFTER
 from dedupkit.delivery.retry import RetryPolicy
-from dedupkit.delivery.sender import CREDENTIALS, EXPIRED, MAX_PAUSE, RATE_LIMIT, Sender
+from dedupkit.delivery.sender import CREDENTIALS, EXPIRED, RATE_LIMIT, Sender
 from dedupkit.outbox import Outbox, SQLiteOutbox
 from dedupkit.outbox.redis import RedisOutbox
 from dedupkit.testing import FakePinterest
@@ -184,16 +185,21 @@ def test_bodies_stay_within_the_size_limit(box: Outbox, clients: Callable[..., C
     assert "larger than a request may be (4096 bytes)" in letter.reason
 
 
-def test_an_html_200_is_split_and_retried_never_dead(
+def test_an_html_200_is_retried_then_split_never_dead(
     box: Outbox, fake: FakePinterest, clients: Callable[..., CapiClient]
 ) -> None:
     for i in range(4):
         box.put(live_event(f"e-{i}"))
-    fake.proxy_page_next(200)
+    fake.proxy_page_next(200, times=2)
     sender = Sender(box, clients(), policy=FAST)
     sender.run_once()
+    # Retried as a batch first: a passing error page costs one request, not one per event.
+    assert [r.status for r in fake.requests] == [200]
+    assert {e.attempts for e in box.recent()} == {1}
+    assert wait_until(lambda: sender.run_once() and len(fake.requests) == 4, timeout=5)
+    # The same page again: now halved, and the halves went through.
+    assert [r.num_events for r in fake.requests] == [4, 4, 2, 2]
     assert sorted(e["event_id"] for e in fake.capi_events) == ["e-0", "e-1", "e-2", "e-3"]
-    assert [r.status for r in fake.requests] == [200, 200, 200]
 
     box.put(live_event("alone"))
     fake.proxy_page_next(200)
@@ -218,7 +224,7 @@ def test_a_token_rotation_loses_nothing(
     for event_id in ids:
         box.put(live_event(event_id))
     fake.token = NEW_TOKEN  # rotated in Ads Manager; this process still has the old one
-    old = Sender(box, clients(OLD_TOKEN), lease=0.3)
+    old = Sender(box, clients(OLD_TOKEN))
     with caplog.at_level(logging.INFO, logger="dedupkit"):
         assert old.run_once() == 50
 
@@ -241,7 +247,7 @@ def test_a_token_rotation_loses_nothing(
     assert len(fake.requests) == 1
 
     # The operator restarts with the new token: it probes at once and delivers everything.
-    loops(Sender(box, clients(NEW_TOKEN), lease=0.3))
+    loops(Sender(box, clients(NEW_TOKEN)))
     assert wait_until(lambda: box.stats().delivered == 50)
     assert sorted(e["event_id"] for e in fake.capi_events) == sorted(ids)
     assert box.dead_letters() == []
@@ -283,28 +289,32 @@ def test_a_probe_after_the_pause_resumes_by_itself(
         box.put(live_event(f"e-{i}"))
     clock = [time.time()]
     fake.token = NEW_TOKEN
-    sender = Sender(box, clients(OLD_TOKEN), lease=0.3, clock=lambda: clock[0])
+    sender = Sender(box, clients(OLD_TOKEN), clock=lambda: clock[0])
     sender.run_once()
     first = box.pause()
     assert first is not None
     # The pause ends while the token is still wrong: one small probe, a longer pause.
     clock[0] = first.until + 1
-    assert wait_until(lambda: sender.run_once() == 1, timeout=5)
+    assert wait_until(lambda: sender.run_once() > 0, timeout=5)
     second = box.pause(now=clock[0])
     assert second is not None
     assert second.until - clock[0] >= 100  # the backoff grew: about two minutes
+    # The probe claims what is due and sends one event of it; the rest goes back unsent.
     assert [r.num_events for r in fake.requests] == [5, 1]
+    assert all(entry.attempts == 0 for entry in box.recent())
     # The token is fixed where the process reads it (here: Pinterest accepts it again).
     fake.token = OLD_TOKEN
     clock[0] = second.until + 1
-    assert wait_until(lambda: sender.run_once() == 1, timeout=5)
+    assert wait_until(lambda: sender.run_once() > 0, timeout=5)
     assert box.pause(now=clock[0]) is None
+    # The probe was judged: the rest of the claim went in the same run.
+    assert [r.num_events for r in fake.requests] == [5, 1, 1, 4]
     assert [p["signal"] for p in pauses] == ["paused", "paused", "resumed"]
     assert wait_until(lambda: not sender.run_once() and box.stats().delivered == 5, timeout=5)
     assert box.dead_letters() == []
 
 
-def test_retry_after_of_a_year_is_capped_at_an_hour_and_clear_pause_resumes(
+def test_retry_after_of_a_year_is_capped_at_five_minutes_and_clear_pause_resumes(
     box: Outbox, fake: FakePinterest, clients: Callable[..., CapiClient]
 ) -> None:
     for i in range(3):
@@ -315,8 +325,9 @@ def test_retry_after_of_a_year_is_capped_at_an_hour_and_clear_pause_resumes(
     sender.run_once()
     pause = box.pause()
     assert pause is not None and pause.kind == RATE_LIMIT
-    assert before + MAX_PAUSE - 1 <= pause.until <= time.time() + MAX_PAUSE
-    assert "31536000" in pause.reason and "capped at 3600 s" in pause.reason
+    assert MAX_RETRY_AFTER == 300
+    assert before + MAX_RETRY_AFTER - 1 <= pause.until <= time.time() + MAX_RETRY_AFTER
+    assert "31536000" in pause.reason and "capped at 300 s" in pause.reason
     stats = box.stats()
     assert (stats.dead, stats.pending) == (0, 3)
     assert sender.run_once() == 0
@@ -325,6 +336,39 @@ def test_retry_after_of_a_year_is_capped_at_an_hour_and_clear_pause_resumes(
     assert wait_until(lambda: sender.run_once() and box.stats().delivered == 3, timeout=5)
     assert box.dead_letters() == []
     assert sorted(e["event_id"] for e in fake.capi_events) == ["e-0", "e-1", "e-2"]
+
+
+def test_the_retry_after_cap_is_a_setting_and_a_later_success_ends_the_pause(
+    box: Outbox, fake: FakePinterest, clients: Callable[..., CapiClient]
+) -> None:
+    first = Sender(box, clients(), policy=FAST, max_retry_after=30)
+    paused: list[float] = []
+
+    class OnItsWay:
+        """While this request is on its way, another process is told to wait a year."""
+
+        def __init__(self, client: CapiClient) -> None:
+            self.client = client
+
+        def send(self, events: Sequence[Mapping[str, Any] | str]) -> BatchResult:
+            box.put(live_event("e-first"))
+            fake.fail_next(429, retry_after=31_536_000)
+            before = time.time()
+            assert first.run_once() == 1
+            pause = box.pause()
+            assert pause is not None and pause.kind == RATE_LIMIT
+            assert before + 29 <= pause.until <= time.time() + 30  # the setting's cap
+            paused.append(pause.until)
+            return self.client.send(events)
+
+    box.put(live_event("e-second"))
+    second = Sender(box, OnItsWay(clients()), policy=FAST)
+    assert second.run_once() == 1
+    assert paused
+    # Pinterest took the second request after the first was told to wait: the pause is over.
+    assert box.pause() is None
+    assert wait_until(lambda: first.run_once() and box.stats().delivered == 2, timeout=5)
+    assert box.dead_letters() == []
 
 
 def test_remaining_zero_paces_the_next_request_until_the_reset(
@@ -439,7 +483,7 @@ def test_resume_ends_the_credentials_wait_of_the_sender_that_paused(
 ) -> None:
     box.put(live_event("e-1"))
     fake.token = NEW_TOKEN
-    sender = Sender(box, clients(OLD_TOKEN), lease=0.3)
+    sender = Sender(box, clients(OLD_TOKEN))
     sender.run_once()
     assert box.pause() is not None
     fake.token = OLD_TOKEN  # fixed at Pinterest's end; the operator runs 'flask dedupkit resume'

@@ -140,7 +140,7 @@ def test_stopping_gunicorn_mid_delivery_loses_nothing(tmp_path: Path, fake: Fake
     with CapiClient(
         ad_account_id=fake.ad_account_id, token=fake.token, base_url=fake.api_base_url
     ) as client:
-        sender = Sender(outbox, client, lease=0.5)
+        sender = Sender(outbox, client)
         # Claims nothing until the leases left by the stopped workers run out.
         wait_until(lambda: sender.run_once() == 0 and outbox.stats().delivered == len(ids), 20)
     assert set(e["event_id"] for e in fake.capi_events) == set(ids)

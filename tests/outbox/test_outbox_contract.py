@@ -374,15 +374,13 @@ def test_the_last_errors_are_kept_newest_first_once_each(box: Outbox) -> None:
 
 def test_the_pause_only_rises_is_shared_and_says_why(box: Outbox, other: Outbox) -> None:
     now = time.time()
-    assert (box.pause_until(), box.pause()) == (0.0, None)
+    assert box.pause() is None
     box.set_pause_until(now + 30.25, reason="HTTP 429", kind="rate_limit")
-    assert other.pause_until() == now + 30.25
     assert other.pause() == Pause(now + 30.25, "HTTP 429", "rate_limit", "")
     # A shorter Retry-After seen by another process shortens nothing, nor changes the reason.
     other.set_pause_until(now + 10, reason="HTTP 503")
     assert box.pause() == Pause(now + 30.25, "HTTP 429", "rate_limit", "")
     other.set_pause_until(now + 600, reason="HTTP 401", kind="credentials", token_id="tok-1a2b")
-    assert box.pause_until() == now + 600
     assert box.pause() == Pause(now + 600, "HTTP 401", "credentials", "tok-1a2b")
     # Over once its time has come.
     assert box.pause(now=now + 600) is None
@@ -392,12 +390,37 @@ def test_the_pause_only_rises_is_shared_and_says_why(box: Outbox, other: Outbox)
 def test_clearing_the_pause_lifts_it_for_everyone(box: Outbox, other: Outbox) -> None:
     box.set_pause_until(time.time() + 3600, reason="HTTP 403", kind="credentials")
     other.clear_pause()
-    assert (box.pause(), box.pause_until()) == (None, 0.0)
+    assert box.pause() is None
     # A later pause starts afresh, however short.
     box.set_pause_until(time.time() + 5, reason="HTTP 429")
     pause = other.pause()
     assert pause is not None
     assert (pause.reason, pause.kind) == ("HTTP 429", "rate_limit")
+
+
+def test_a_pause_of_one_kind_is_lifted_alone(box: Outbox, other: Outbox) -> None:
+    now = time.time()
+    box.set_pause_until(now + 60, reason="HTTP 401", kind="credentials", token_id="tok")
+    # A success lifts a rate-limit pause, never a credentials pause raised meanwhile.
+    other.clear_pause(kind="rate_limit")
+    assert box.pause() == Pause(now + 60, "HTTP 401", "credentials", "tok")
+    other.clear_pause(kind="credentials")
+    assert box.pause() is None
+    box.set_pause_until(now + 60, reason="HTTP 429", kind="rate_limit")
+    other.clear_pause(kind="rate_limit")
+    assert box.pause() is None
+
+
+def test_entries_given_back_unsent_keep_their_attempts(box: Outbox) -> None:
+    box.put(event("e1"), now=T0)
+    box.put(event("e2"), now=T0)
+    first, second = box.claim(10, now=T0)
+    box.retry([first.id], not_before=T0, error="held by a pause", sent=False)
+    box.retry([second.id], not_before=T0, error="HTTP 503")
+    again = {e.payload["event_id"]: e.attempts for e in box.claim(10, now=T0)}
+    assert again == {"e1": 0, "e2": 1}
+    # Only a failed request is a delivery error worth showing.
+    assert [message for _, message in box.stats().last_errors] == ["HTTP 503"]
 
 
 def test_recent_lists_waiting_and_dead_entries_newest_first(box: Outbox) -> None:

@@ -21,7 +21,7 @@ import redis
 
 from dedupkit.errors import ConfigurationError, OutboxError
 from dedupkit.event.wire import encode_event
-from dedupkit.outbox import Pause, open_outbox
+from dedupkit.outbox import open_outbox
 from dedupkit.outbox import redis as redis_outbox
 from dedupkit.outbox.redis import DELIVERED_TTL, RedisOutbox
 
@@ -260,7 +260,6 @@ def calls(box: RedisOutbox) -> list[Callable[[], object]]:
         lambda: box.ack(["1:1"]),
         lambda: box.retry(["1:1"], not_before=T0, error="x"),
         lambda: box.dead(["1:1"], reason="x"),
-        box.pause_until,
         lambda: box.set_pause_until(T0),
         lambda: box.record_skip("bot"),
         lambda: box.stats(),
@@ -363,13 +362,6 @@ def test_a_put_with_a_timeout_gives_up_on_a_stalled_server(outbox: RedisOutbox) 
 
 def outbox_url(outbox: RedisOutbox) -> str:
     return f"redis://{outbox.location}/0"
-
-
-def test_a_pause_raised_by_an_older_version_has_no_reason(outbox: RedisOutbox) -> None:
-    outbox.set_pause_until(T0 + 60, reason="HTTP 401", kind="credentials")
-    # An older dedupkit only knows the pause key.
-    outbox._redis().set("{dedupkit}:pause", repr(T0 + 90))
-    assert outbox.pause(now=T0) == Pause(T0 + 90, "", "rate_limit", "")
 
 
 def test_the_namespace_records_its_schema_version_and_a_newer_one_is_refused(

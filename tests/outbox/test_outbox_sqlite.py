@@ -21,7 +21,7 @@ import pytest
 
 from dedupkit.errors import ConfigurationError, OutboxError
 from dedupkit.event.wire import encode_event
-from dedupkit.outbox import Pause, SQLiteOutbox, open_outbox
+from dedupkit.outbox import SQLiteOutbox, open_outbox
 from dedupkit.outbox import sqlite as sqlite_outbox
 
 from ..support.payloads import capi_event
@@ -347,13 +347,6 @@ def test_the_file_records_its_schema_version_and_a_newer_one_is_refused(db_path:
     with pytest.raises(OutboxError, match=r"newer dedupkit.*upgrade dedupkit"):
         newer.stats()
     newer.close()
-
-
-def test_a_pause_raised_by_an_older_version_has_no_reason(box: SQLiteOutbox) -> None:
-    box.set_pause_until(T0 + 60, reason="HTTP 401", kind="credentials")
-    # An older dedupkit only knows pause_until, and raises it with its own statement.
-    box._conn().execute("UPDATE meta SET value = ? WHERE key = 'pause_until'", (T0 + 90,))
-    assert box.pause(now=T0) == Pause(T0 + 90, "", "rate_limit", "")
 
 
 def test_a_put_with_a_timeout_gives_up_on_a_locked_file_at_once(
