@@ -64,6 +64,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/http_load.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/outage_drain.py
+	npm install --prefix bench --no-audit --no-fund --silent
+	$(BIN)/python bench/bots.py
 	$(BIN)/python bench/postgres.py
 
 clean:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
 import math
 import os
@@ -146,6 +147,9 @@ class Settings:
     #: Skip crawlers, HTTP libraries and headless browsers. ``False`` counts them too (an app's
     #: own end-to-end tests).
     bot_filter: bool = True
+    #: Regexes (searched, case-insensitive) of user agents that are never bots, for a shopper
+    #: the filter takes for one (docs/topics/bots.md). In the environment: one regex.
+    bot_allow: tuple[str, ...] = ()
     #: Deliver from a thread in each web process; turn it off when ``flask dedupkit worker``
     #: delivers.
     background_sender: bool = True
@@ -182,6 +186,13 @@ class Settings:
     geo_region_header: str | None = None
     #: Not a config key: an httpx transport for the Conversions API client (tests, proxies).
     transport: httpx.BaseTransport | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def bot_allow_regex(self) -> re.Pattern[str] | None:
+        """``bot_allow`` as one regex; ``None`` when empty. Checked by :func:`load`."""
+        if not self.bot_allow:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in self.bot_allow), re.IGNORECASE)
 
     @property
     def credentials_set(self) -> bool:
@@ -336,6 +347,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             f"{name} must be a callable (request) -> True | False | None, got "
             f"{type(value).__name__}"
         )
+    if key == "BOT_ALLOW":
+        return _patterns(name, value)
     if key == "CSP_NONCE":
         if value is None or callable(value):
             return value
@@ -392,6 +405,47 @@ def _names(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return tuple(str(v) for v in value)
     raise ConfigurationError(f"{name} must be a list of names, got {value!r}")
+
+
+#: Longest pattern of ``DEDUPKIT_BOT_ALLOW``, and how many: they run on every bot's request.
+MAX_ALLOW_PATTERN = 200
+MAX_ALLOW_PATTERNS = 50
+
+
+def _patterns(name: str, value: Any) -> tuple[str, ...]:
+    """Regexes from a list, or one regex from a string (the environment's form)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigurationError(f"{name} must be a list of regexes, got {value!r}")
+    patterns = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{name} must be a list of regexes, got {item!r} in it")
+        if item.strip():
+            patterns.append(item.strip())
+    if len(patterns) > MAX_ALLOW_PATTERNS:
+        raise ConfigurationError(
+            f"{name} has {len(patterns)} patterns, at most {MAX_ALLOW_PATTERNS}: join them"
+        )
+    for pattern in patterns:
+        if len(pattern) > MAX_ALLOW_PATTERN:
+            raise ConfigurationError(
+                f"{name}: the pattern {pattern[:40]!r}… is longer than {MAX_ALLOW_PATTERN} "
+                "characters; a part of the user agent that only the shopper's app sends is enough"
+            )
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigurationError(
+                f"{name}: {pattern!r} is not a valid regular expression ({error}); escape "
+                "characters such as ( ) [ ] . + with a backslash"
+            ) from None
+    return tuple(patterns)
 
 
 def _check(settings: Settings) -> None:

@@ -10,6 +10,7 @@ click through a visitor token (``kit.visitor_token()``, ``kit.track(…, visitor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -396,9 +397,16 @@ def _checkout_form() -> tuple[tuple[Line, ...], dict[str, str]] | Response:
     return lines, form
 
 
-def _remember(order: Order) -> None:
+def _remember(order: Order, event: Event | None = None) -> None:
+    """The order is this session's; with what became of its checkout event, for its
+    thank-you page to say (the page tracks nothing itself)."""
     session.pop("cart", None)
     session["orders"] = [*session.get("orders", [])[-19:], order.id]
+    if event is not None:
+        told = session.get("outcomes", {})
+        skipped = event.skipped.value if event.skipped is not None else None
+        told = {**dict(list(told.items())[-19:]), order.id: [event.outcome, skipped]}
+        session["outcomes"] = told
 
 
 @shop.post("/checkout")
@@ -412,8 +420,8 @@ def checkout() -> str | Response:
     # On PostgreSQL the event is written in the order's own transaction: both commit, or
     # neither does (a crash in between can lose neither the conversion nor invent one).
     with _shop().orders.placing(lines, **form) as (order, transaction):
-        _track_checkout(order, transaction=transaction)
-    _remember(order)
+        event = _track_checkout(order, transaction=transaction)
+    _remember(order, event)
     return redirect(url_for("shop.thanks", order_id=order.id), 303)
 
 
@@ -426,8 +434,14 @@ def thanks(order_id: str) -> str:
     if order.hosted and not _shop().orders.is_paid(order.id):
         abort(404)
     # The sale was tracked where the order was placed (or by the payment webhook): this page
-    # only fires the tag, with the same event_id ("checkout-A-1001"), as often as it is shown.
-    return render_template("thanks.html", order=order, event=_tag_only_checkout(order))
+    # only fires the tag, with the same event_id ("checkout-A-1001"), as often as it is shown,
+    # and says what became of the server's copy then.
+    event = _tag_only_checkout(order)
+    outcome, skipped = session.get("outcomes", {}).get(order.id, [None, None])
+    if outcome is not None:
+        reason = SkipReason(skipped) if skipped else None
+        event = dataclasses.replace(event, outcome=outcome, skipped=reason)
+    return render_template("thanks.html", order=order, event=event)
 
 
 def _checkout_data(order: Order) -> dict[str, Any]:

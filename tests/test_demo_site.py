@@ -373,3 +373,24 @@ def test_on_postgres_an_order_and_its_conversion_commit_together(
         "checkout-A-1003",
         f"checkout-{order_id}",
     ]
+
+
+def test_the_thank_you_page_says_the_event_was_queued(client: FlaskClient) -> None:
+    html = client.get(place_order(client)).get_data(as_text=True)
+
+    # Tracked where the order was placed; the page only fires the tag and says so.
+    assert 'data-outcome="queued"' in html
+    assert "queued it for the Conversions API when the order was placed" in html
+
+
+def test_the_thank_you_page_says_a_bots_event_was_skipped_and_how_to_count_it(
+    client: FlaskClient, app: Flask
+) -> None:
+    client.environ_base["HTTP_USER_AGENT"] = "curl/8.5.0"
+
+    html = client.get(place_order(client)).get_data(as_text=True)
+
+    assert 'data-outcome="skipped"' in html
+    assert '(bot: <code>event.skipped == "bot"</code>)' in html
+    assert "DEDUPKIT_BOT_FILTER = False" in html
+    assert queued_total(app) == 0

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import InvalidEvent
+from ..vocabulary import SkipReason
 from .data import text, to_custom_data
 from .limits import MAX_DEPTH
 from .names import STANDARD, EventName, EventNames
@@ -51,6 +52,13 @@ class Event:
     opt_out: bool | None = None
     language: str | None = None
     partner_name: str | None = field(default=None, repr=False)
+    #: What :meth:`~dedupkit.DedupKit.track` did with it on the API channel: ``"queued"``,
+    #: ``"duplicate"``, ``"skipped"``, ``"kept_in_memory"`` or ``"disabled"`` (a
+    #: :class:`~dedupkit.intake.record.Outcome`, a ``str`` enum); ``None`` for an event only built.
+    outcome: str | None = field(default=None, compare=False)
+    #: Why it was not sent, when ``outcome == "skipped"``: ``"bot"``, ``"no_consent"``,
+    #: ``"no_identity"`` or ``"gpc_opt_out"``.
+    skipped: SkipReason | None = field(default=None, compare=False)
 
     @property
     def capi_name(self) -> str:

@@ -7,9 +7,11 @@ typed :class:`Recorded`; the route maps it to JSON, ``track()`` returns its even
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +25,7 @@ from ..event.user_data import has_required_identity
 from ..state import State, Stored, get_state
 from ..vocabulary import SkipReason
 from . import privacy, tickets
-from .bots import is_bot
+from .bots import MAX_CHARS, explain, is_bot, user_agent_family
 from .visitor import Consent, Visitor, read_visitor
 
 logger = logging.getLogger("dedupkit")
@@ -32,8 +34,8 @@ logger = logging.getLogger("dedupkit")
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
 
-class Outcome(enum.Enum):
-    """What became of a recorded event."""
+class Outcome(str, enum.Enum):
+    """What became of a recorded event; also :attr:`dedupkit.event.Event.outcome`."""
 
     QUEUED = "queued"
     #: The same (name, event_id) was stored before: sent once.
@@ -44,6 +46,9 @@ class Outcome(enum.Enum):
     KEPT_IN_MEMORY = "kept_in_memory"
     #: ``DEDUPKIT_ENABLED`` is off: nothing is sent.
     DISABLED = "disabled"
+
+    def __str__(self) -> str:  # "queued" in a template or an f-string, as on Python 3.11+'s StrEnum
+        return str(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,7 @@ def record(
     if submission.ticket is not None:
         _check_ticket(state, submission.ticket, event)
     if not state.enabled:
-        return Recorded(event, Outcome.DISABLED)
+        return _recorded(event, Outcome.DISABLED)
     reason = (
         SkipReason.GPC_OPT_OUT
         if treatment is privacy.Treatment.OPT_OUT
@@ -161,7 +166,7 @@ def record(
         state.record_skip(
             reason, event_name=event.capi_name, event_id=event.event_id, tag=submission.tag
         )
-        return Recorded(event, Outcome.SKIPPED, reason)
+        return _recorded(event, Outcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
@@ -169,7 +174,13 @@ def record(
         stored = state.store_in(transaction, payload, tag=submission.tag)
     else:
         stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
-    return Recorded(event, _OUTCOMES[stored])
+    return _recorded(event, _OUTCOMES[stored])
+
+
+def _recorded(event: Event, outcome: Outcome, reason: SkipReason | None = None) -> Recorded:
+    # The caller of kit.track() gets the event back: it says what became of it.
+    told = dataclasses.replace(event, outcome=outcome, skipped=reason)
+    return Recorded(told, outcome, reason)
 
 
 def _check_ticket(state: State, ticket: str, event: Event) -> None:
@@ -197,7 +208,8 @@ def _skip_reason(
             consent = Consent.GRANTED
         if not visitor.with_consent(consent).may_send(state.settings.require_consent):
             return SkipReason.NO_CONSENT
-        if state.settings.bot_filter and is_bot(visitor.user_agent):
+        if state.settings.bot_filter and _is_bot(state, visitor.user_agent):
+            _warn_bot_skip(visitor.user_agent, event)
             return SkipReason.BOT
     if has_required_identity(event.user_data):
         return None
@@ -214,6 +226,40 @@ def _skip_reason(
         event.event_id,
     )
     return SkipReason.NO_IDENTITY
+
+
+def _is_bot(state: State, user_agent: str | None) -> bool:
+    if not is_bot(user_agent):
+        return False
+    allow = state.settings.bot_allow_regex
+    return allow is None or user_agent is None or not allow.search(user_agent[:MAX_CHARS])
+
+
+#: Families of user agents already warned about in this process, and how many at most: a
+#: flood of made-up user agents must neither fill memory nor the log.
+_WARNED_FAMILIES: set[str] = set()
+MAX_WARNED_FAMILIES = 1000
+_warned_lock = threading.Lock()
+
+
+def _warn_bot_skip(user_agent: str | None, event: Event) -> None:
+    """Log the first bot skip of each family of user agents (``curl/…``, ``Googlebot/…``)."""
+    family = user_agent_family(user_agent)
+    with _warned_lock:
+        if family in _WARNED_FAMILIES or len(_WARNED_FAMILIES) >= MAX_WARNED_FAMILIES:
+            return
+        _WARNED_FAMILIES.add(family)
+    shown = (user_agent or "")[:200]
+    logger.warning(
+        "not sending %s %s to the Conversions API: its user agent %r looks like a bot (%s). "
+        "Later events from this kind of user agent are skipped without a word. If it is a "
+        "shopper, add a pattern for it to DEDUPKIT_BOT_ALLOW and report the user agent; "
+        "DEDUPKIT_BOT_FILTER = False sends every visitor's events",
+        event.capi_name,
+        event.event_id,
+        shown,
+        explain(user_agent),
+    )
 
 
 def current_visitor(state: State, page_url: str | None = None) -> Visitor:
