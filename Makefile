@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test lint typecheck pytest jstest docs bench system-deps clean
+# Node tools the browser tests inject into pages (axe-core), from the committed lock file.
+JS_TOOLS := tests/js/node_modules/.installed
 
 $(STAMP): pyproject.toml requirements-dev.txt requirements-docs.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +47,12 @@ typecheck: $(STAMP)
 jstest:
 	node --test tests/js/
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(JS_TOOLS)
 	$(BIN)/pytest -q -p no:cacheprovider
+
+$(JS_TOOLS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_TOOLS)
 
 ## docs: the documentation site in docs/_build/html, warnings as errors, and its runnable examples
 docs: $(STAMP)
@@ -69,7 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/postgres.py
 
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build tests/js/node_modules tests/artifacts
 
 ## minify: static/*.min.js (what is served and inlined) from the readable sources in static/
 minify: $(STAMP)

@@ -625,4 +625,6 @@ def pinterest() -> str:
         stats=state.outbox.stats(),
         queue_url=redacted_url(state.queue_url),
         skip_reasons=SKIP_REASONS,
+        tag_blocked=fake.tag_blocked if fake else {},
+        ledger_path=dashboard_path(current_app),
     )

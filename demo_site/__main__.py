@@ -25,6 +25,7 @@ from werkzeug.serving import run_simple
 from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
+from dedupkit.testing.blockers import typical_blockers
 
 from . import QUEUE_FILE, create_app, dashboard_path, uses_postgres
 
@@ -62,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "5000")))
+    parser.add_argument(
+        "--no-tag-blockers",
+        action="store_true",
+        help="let every visitor load the tag (by default the fake refuses it to Firefox, "
+        "Safari and Brave, as their tracking protection does, so the ledger shows where the "
+        "tag is lost)",
+    )
     args = parser.parse_args(argv)
     problem = port_taken(args.host, args.port)
     if problem is not None:
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit)
 
     fake = FakePinterest().start()
+    if not args.no_tag_blockers:
+        fake.block_tag(typical_blockers)
     app = None
     try:
         app = create_app({"DEMO_FAKE_PINTEREST": fake})
@@ -105,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             *([f"  dedup ledger          {shop}{ledger}"] if ledger else []),
             f"  fake Pinterest        {fake.base_url}  (state: {fake.base_url}/_fake/state)",
             f"  queue                 {redacted_url(queue_url)}",
+            *(
+                []
+                if args.no_tag_blockers
+                else [
+                    "  The fake blocks the tag for Firefox, Safari and Brave (--no-tag-blockers)."
+                ]
+            ),
             "Offline: nothing leaves this machine. Ctrl-C to stop.",
         ]
         print("\n".join(lines), flush=True)

@@ -17,10 +17,11 @@ import demo_site
 from dedupkit.event.user_data import sha256_hex
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
+from dedupkit.testing.blockers import typical_blockers
 from demo_site import create_app
 from demo_site.database_orders import DatabaseOrders
 
-from .support.agents import CHROME_UA
+from .support.agents import CHROME_UA, FIREFOX_DESKTOP_UA
 from .support.polling import wait_until
 from .support.postgres_server import PostgresServer
 
@@ -373,6 +374,21 @@ def test_on_postgres_an_order_and_its_conversion_commit_together(
         "checkout-A-1003",
         f"checkout-{order_id}",
     ]
+
+
+def test_the_pinterest_page_says_whose_tag_was_blocked(
+    client: FlaskClient, fake: FakePinterest
+) -> None:
+    fake.block_tag(typical_blockers)
+    try:
+        for user_agent in (FIREFOX_DESKTOP_UA, CHROME_UA):
+            httpx.get(fake.pintrk_src, headers={"User-Agent": user_agent})
+        text = client.get("/pinterest").get_data(as_text=True)
+    finally:
+        fake.block_tag(None)
+    assert "The tag was refused 1 time(s)" in text
+    assert "Firefox strict tracking protection 1." in text
+    assert 'href="/dedupkit/debug"' in text
 
 
 def test_the_thank_you_page_says_the_event_was_queued(client: FlaskClient) -> None:

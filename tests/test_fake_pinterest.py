@@ -866,6 +866,7 @@ def test_state_summarises(fake: FakePinterest, http: httpx.Client, client: CapiC
         "test_events": 0,
         "requests": 2,
         "rejected": 1,
+        "tag_blocked": 0,
         "conversions": 2,
         "deduplicated": 1,
     }

@@ -29,6 +29,7 @@ from blinker import NamedSignal
 
 from ..outbox.base import Claimed, Outbox
 from ..signals import delivery_paused, delivery_resumed, event_dead, event_delivered
+from .browsers import device_labels
 from .client import MAX_BATCH_SIZE, MAX_BODY_BYTES, BatchResult
 from .gate import CREDENTIALS, MAX_RETRY_AFTER, PROBE_SIZE, RATE_LIMIT, Decision, Gate, Permit
 from .retry import RandomSource, RetryPolicy
@@ -364,7 +365,10 @@ class Sender:
         if batch.delivered:
             # The ledger shows events sent with ?test=true as "test": Pinterest records nothing.
             test = getattr(self.client, "test_mode", None)
-            outbox.ack([entry.id for entry in batch.delivered], test=test)
+            delivered = batch.delivered
+            outbox.ack(
+                [entry.id for entry in delivered], test=test, devices=device_labels(delivered)
+            )
             totals.delivered += len(batch.delivered)
         for message, entries in batch.refused.items():
             outbox.dead([e.id for e in entries], reason=message, now=now)

@@ -1,4 +1,5 @@
-"""Coverage at a glance: how well the events sent over the last hour and day can be matched.
+"""Coverage at a glance: what the server recovered over the last day and week
+(:mod:`dedupkit.ledger.recovery`), and how well the events of the last hour and day can be matched.
 
 Computed from :meth:`~dedupkit.outbox.base.Outbox.entries_since`, which reads at most
 :data:`SCAN_LIMIT` entries through an index (SQLite) or the ``born`` set (Redis), and only
@@ -13,12 +14,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..outbox.base import LedgerEntry
+from ..outbox.base import LedgerEntry, Skip
 from ..vocabulary import EventState
+from .recovery import DAY, HOUR, NOT_SHOPPERS, WEEK, breakdown, recovered, stored_at
 from .verdicts import DEDUP_WINDOW, Verdict, advice_for, judge
 
-HOUR = 3600.0
-DAY = 24 * HOUR
 #: Entries read at most per summary.
 SCAN_LIMIT = 20_000
 #: The identity signals Pinterest matches on, and the ``user_data`` keys that make each.
@@ -44,22 +44,34 @@ def summarize(
     now: float,
     test_mode: bool = False,
     sampled: bool = False,
+    skips: Sequence[Skip] = (),
 ) -> dict[str, Any]:
-    """The coverage summary of ``entries`` (newest first, as ``entries_since`` gives them),
-    as JSON-ready values: per window, the headline, and hourly verdicts for the chart."""
+    """The coverage summary of ``entries`` (newest first, as ``entries_since`` gives them,
+    reaching back a week) and of the remembered ``skips``, as JSON-ready values: what was
+    recovered over the last day and week, where the tag is lost, coverage per window, the
+    headline, and hourly verdicts for the chart."""
     judged = [(entry, judge(entry, now=now, test_mode=test_mode).verdict) for entry in entries]
-    hour = [(e, v) for e, v in judged if _stored(e) >= now - HOUR]
-    day = [(e, v) for e, v in judged if _stored(e) >= now - DAY]
+    hour = [(e, v) for e, v in judged if stored_at(e) >= now - HOUR]
+    day = [(e, v) for e, v in judged if stored_at(e) >= now - DAY]
     windows = {"hour": _window(hour, now), "day": _window(day, now)}
-    # Both windows are cut alike when the scan stopped at the limit.
-    oldest = _stored(entries[-1]) if entries else now
+    # Every window is cut alike when the scan stopped at the limit.
+    oldest = stored_at(entries[-1]) if entries else now
     for name, window in windows.items():
         span = HOUR if name == "hour" else DAY
         window["sampled"] = sampled and oldest > now - span
+    value = {
+        name: recovered(judged, skips, now=now, since=now - span, window=name)
+        for name, span in (("day", DAY), ("week", WEEK))
+    }
+    for name, span in (("day", DAY), ("week", WEEK)):
+        value[name]["sampled"] = sampled and oldest > now - span
     return {
+        "value": value,
+        "devices": breakdown(judged),
         "windows": windows,
-        "headline": headline(windows["day"], day),
-        "timeline": timeline(judged, now),
+        "headline": value["day"]["sentence"],
+        "matching": headline(windows["day"], day),
+        "timeline": timeline(judged, now, skips=skips),
         "signals": SIGNAL_NAMES,
     }
 
@@ -103,7 +115,8 @@ def _window(judged: Sequence[tuple[LedgerEntry, Verdict]], now: float) -> dict[s
 
 
 def headline(day: dict[str, Any], judged: Sequence[tuple[LedgerEntry, Verdict]]) -> str:
-    """One sentence a merchant can act on, from the last day's figures."""
+    """How well the last day's events can be matched, and what failed: one sentence a
+    merchant can act on."""
     if not day["events"]:
         return "No events in the last day."
     by_event = day["by_event"]
@@ -127,20 +140,27 @@ def headline(day: dict[str, Any], judged: Sequence[tuple[LedgerEntry, Verdict]])
 
 
 def timeline(
-    judged: Iterable[tuple[LedgerEntry, Verdict]], now: float, hours: int = 24
+    judged: Iterable[tuple[LedgerEntry, Verdict]],
+    now: float,
+    hours: int = 24,
+    *,
+    skips: Iterable[Skip] = (),
 ) -> list[dict[str, int]]:
-    """Verdict counts per hour over the last ``hours``, oldest first, for the chart."""
+    """Verdict counts per hour over the last ``hours``, oldest first, for the chart; the
+    shoppers' events the server skipped are *tag only*."""
     buckets: list[Counter[str]] = [Counter() for _ in range(hours)]
-    for entry, verdict in judged:
-        age = now - _stored(entry)
+
+    def add(at: float, verdict: Verdict) -> None:
+        age = now - at
         if 0 <= age < hours * HOUR:
             buckets[hours - 1 - int(age // HOUR)][verdict.value] += 1
+
+    for entry, verdict in judged:
+        add(stored_at(entry), verdict)
+    for skip in skips:
+        if skip.reason not in NOT_SHOPPERS:
+            add(skip.at, Verdict.TAG_ONLY)
     return [dict(bucket) for bucket in buckets]
-
-
-def _stored(entry: LedgerEntry) -> float:
-    """When the entry entered the outbox: what the windows are cut by."""
-    return entry.created_at if entry.created_at is not None else entry.updated_at
 
 
 def _born(entry: LedgerEntry) -> float:

@@ -1,27 +1,38 @@
-"""The dedup ledger at ``{prefix}/debug``: was every conversion counted once?
+"""The dedup ledger at ``{prefix}/debug``: is it working, and what did the server recover?
 
-Shows a verdict per event (:mod:`dedupkit.ledger.verdicts`), coverage over the last hour and
-day with a chart (:mod:`dedupkit.ledger.coverage`, :mod:`dedupkit.ledger.chart`), counts,
-skipped events, the pause in force and the last errors; the identity fields sent by their
-plain names, never their values.
+First what a shop owner needs at a glance: whether delivery works, what Pinterest counted once
+and what the server recovered that the tag lost over the last day and week
+(:mod:`dedupkit.ledger.recovery`), and where the tag is lost (by browser, OS and device type).
+Below, collapsed: a verdict per event (:mod:`dedupkit.ledger.verdicts`), the delivery counts,
+a chart of the last day (:mod:`dedupkit.ledger.chart`), matching coverage
+(:mod:`dedupkit.ledger.coverage`), skipped events and the last errors. Identity fields are
+shown by their plain names, never their values; the outbox is described, never located.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 from flask import Response, abort, jsonify, render_template, request
 
 from ..errors import OutboxError, UnknownEventName
-from ..outbox.base import LedgerEntry, Skip
-from ..redaction import redact, redacted_url
+from ..outbox.base import SKIPS_KEPT, LedgerEntry, Skip
+from ..redaction import redact
 from ..state import State, get_state
 from ..vocabulary import EventState, SkipReason
 from .chart import legend, verdict_chart
-from .coverage import DAY, SCAN_LIMIT, summarize, with_missing_tag_hint
-from .verdicts import MEANINGS, judge, judge_skip
+from .coverage import SCAN_LIMIT, summarize, with_missing_tag_hint
+from .recovery import DAY, DIMENSIONS, WEEK, money_text, percent, skipped_sentence, stored_at
+from .verdicts import (
+    DEDUP_WINDOW,
+    MEANINGS,
+    STATE_MEANINGS,
+    judge,
+    judge_skip,
+)
 
 logger = logging.getLogger("dedupkit")
 
@@ -32,6 +43,12 @@ MAX_LEDGER_LIMIT = 1000
 SKIP_REASONS = tuple(reason.value for reason in SkipReason)
 #: Skipped events listed one by one.
 SKIPS_LISTED = 20
+#: Characters of an event id shown before the ellipsis (the whole id is in the page).
+SHORT_ID_LENGTH = 14
+#: Recent events listed open (a newcomer's first checkouts) up to this many; collapsed beyond.
+OPEN_RECENT = 5
+#: The coverage windows the table switches between (``?window=``).
+WINDOWS = {"hour": "last hour", "day": "last day"}
 #: ``DEDUPKIT_DEBUG_UI`` strings (from the environment) that turn the dashboard on.
 _TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
 #: ``user_data`` keys in plain words.
@@ -90,6 +107,9 @@ def debug() -> Response:
     except ValueError:
         abort(400, "limit must be a whole number")
     limit = max(1, min(limit, MAX_LEDGER_LIMIT))
+    window = request.args.get("window", "day")
+    if window not in WINDOWS:
+        window = "day"
     try:
         data = ledger(state, limit=limit)
     except OutboxError as exc:
@@ -107,6 +127,13 @@ def debug() -> Response:
                 chart=chart,
                 legend=legend(),
                 site_url=request.script_root + "/",
+                window=window,
+                request_window="window" in request.args,
+                open_recent=OPEN_RECENT,
+                windows=WINDOWS,
+                dimensions=DIMENSIONS,
+                percent=percent,
+                money=money_text,
             )
         )
         response.headers["Content-Security-Policy"] = (
@@ -127,20 +154,53 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
     stats = outbox.stats(now=now)
     entries = outbox.recent(limit)
     pause = outbox.pause(now=now)
-    recent_day = outbox.entries_since(now - DAY, limit=SCAN_LIMIT)
-    skips = outbox.recent_skips(SKIPS_LISTED)
+    recent_week = outbox.entries_since(now - WEEK, limit=SCAN_LIMIT)
+    remembered = outbox.recent_skips(SKIPS_KEPT)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     skipped.update(stats.skipped)
     coverage = summarize(
-        recent_day, now=now, test_mode=test_mode, sampled=len(recent_day) >= SCAN_LIMIT
+        recent_week,
+        now=now,
+        test_mode=test_mode,
+        sampled=len(recent_week) >= SCAN_LIMIT,
+        skips=remembered,
+    )
+    # Counted ever, not only those still remembered one by one.
+    coverage["value"]["skipped_ever"] = skipped
+    coverage["value"]["skips_sampled"] = len(remembered) >= SKIPS_KEPT
+    pause_data = (
+        None
+        if pause is None
+        else {
+            "until": pause.until,
+            "remaining": max(0.0, pause.until - now),
+            "reason": scrub(pause.reason, state),
+            "kind": pause.kind,
+        }
     )
     return {
-        "queue": redacted_url(state.queue_url),
+        "outbox": describe_outbox(state),
+        # Redis keeps delivered events' summaries about a day (DELIVERED_TTL): its "week" is
+        # that day, and the page says so.
+        "history_note": "Redis keeps delivered events for about a day: the week is that day."
+        if state.queue_url.lower().startswith(("redis:", "rediss:"))
+        else None,
         "now": now,
         "test_mode": test_mode,
-        "headline": with_missing_tag_hint(coverage["headline"], recent_day),
+        "status": status(coverage["value"]["day"], pause_data, stats.oldest_pending_age),
+        # The day's sentence, asking for {{ dedupkit.head() }} when no page reported a tag.
+        "headline": with_missing_tag_hint(
+            coverage["headline"], (e for e in recent_week if stored_at(e) >= now - DAY)
+        ),
+        "value": coverage["value"],
+        "devices": coverage["devices"],
+        "skipped_text": skipped_sentence(coverage["value"]["day"]["skipped"]),
         "coverage": coverage,
         "meanings": {verdict.value: meaning for verdict, meaning in MEANINGS.items()},
+        "states": {
+            state_.value: {"label": state_.label, "meaning": STATE_MEANINGS[state_]}
+            for state_ in EventState
+        },
         "field_names": FIELD_NAMES,
         "counts": {
             EventState.PENDING.value: stats.pending,
@@ -153,21 +213,14 @@ def ledger(state: State, *, limit: int = LEDGER_LIMIT, now: float | None = None)
         "oldest_pending_age": stats.oldest_pending_age,
         "skipped": skipped,
         "duplicates": stats.duplicates,
-        "pause": None
-        if pause is None
-        else {
-            "until": pause.until,
-            "remaining": max(0.0, pause.until - now),
-            "reason": scrub(pause.reason, state),
-            "kind": pause.kind,
-        },
+        "pause": pause_data,
         "paused_until": None if pause is None else pause.until,
         "pause_remaining": None if pause is None else max(0.0, pause.until - now),
         "last_errors": [
             {"at": when, "message": scrub(message, state)} for when, message in stats.last_errors
         ],
         "entries": [_entry(entry, state, now, test_mode) for entry in entries],
-        "skips": [_skip(skip) for skip in skips],
+        "skips": [_skip(skip) for skip in remembered[:SKIPS_LISTED]],
     }
 
 
@@ -182,7 +235,9 @@ def _entry(entry: LedgerEntry, state: State, now: float, test_mode: bool) -> dic
         "event_name": entry.event_name,
         "tag_name": tag_name,
         "event_id": entry.event_id,
+        "short_id": short_id(entry.event_id),
         "state": entry.state.value,
+        "device": entry.device,
         "state_label": entry.state.label,
         "attempts": entry.attempts,
         "event_time": entry.event_time,
@@ -209,9 +264,87 @@ def _skip(skip: Skip) -> dict[str, Any]:
         "reason_label": SkipReason.label_of(skip.reason),
         "event_name": skip.event_name,
         "event_id": skip.event_id,
+        "short_id": None if skip.event_id is None else short_id(skip.event_id),
         "verdict": judgement.verdict.value,
         "detail": judgement.detail,
     }
+
+
+def status(
+    day: dict[str, Any], pause: dict[str, Any] | None, oldest_pending_age: float | None
+) -> dict[str, str]:
+    """Is it working? ``{"level": "ok" | "attention" | "idle", "title": …, "text": …}``:
+    the first thing on the page, in words (never colour alone)."""
+    if pause is not None:
+        text = f"Delivery is paused for another {_human(pause['remaining'])}"
+        text += f": {pause['reason']}" if pause["reason"] else "."
+        return {"level": "attention", "title": "Needs attention", "text": text}
+    if day["failed"]:
+        what = "conversion" if day["failed"] == 1 else "conversions"
+        return {
+            "level": "attention",
+            "title": "Needs attention",
+            "text": f"{day['failed']} {what} failed in the last day: see what to do below.",
+        }
+    if oldest_pending_age is not None and oldest_pending_age > DEDUP_WINDOW:
+        return {
+            "level": "attention",
+            "title": "Needs attention",
+            "text": f"An event has waited {_human(oldest_pending_age)}: is the sender running?",
+        }
+    if day["counted"] or day["test"]:
+        text = "Events reach Pinterest and none failed in the last day."
+        if day["pending"]:
+            text += f" {day['pending']} waiting to be sent."
+        return {"level": "ok", "title": "Working", "text": text}
+    if day["pending"]:
+        return {
+            "level": "ok",
+            "title": "Working",
+            "text": f"{day['pending']} waiting to be sent; nothing delivered yet today.",
+        }
+    text = "Nothing sent to Pinterest in the last day."
+    skipped = day["skipped"]
+    if skipped:
+        text += f" {skipped_sentence(skipped)}"
+        if skipped.get("bot"):
+            text += " Requests from curl, scripts and crawlers count as bots: try a real browser."
+    return {"level": "idle", "title": "No conversions yet", "text": text}
+
+
+def describe_outbox(state: State) -> str:
+    """Where events wait, in words, never the path or the address: "SQLite in the instance
+    folder", "SQLite, the file o.sqlite3 outside the instance folder", "Redis, namespace
+    dedupkit:123"."""
+    url = state.queue_url
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        path = url.partition(":///")[2]
+        inside = _inside(path, state.app.instance_path)
+        if inside:
+            return "SQLite in the instance folder"
+        return f"SQLite, the file {os.path.basename(path)} outside the instance folder"
+    if scheme in ("redis", "rediss"):
+        return f"Redis, namespace {state.settings.outbox_namespace()}"
+    if scheme.startswith("postgres"):
+        return "PostgreSQL"
+    return scheme or "unknown"
+
+
+def short_id(event_id: str) -> str:
+    """The start of a long event id, with an ellipsis: the page holds the whole id."""
+    if len(event_id) <= SHORT_ID_LENGTH + 1:
+        return event_id
+    return event_id[:SHORT_ID_LENGTH] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == (
+            os.path.abspath(folder)
+        )
+    except ValueError:  # different drives
+        return False
 
 
 def scrub(message: str, state: State) -> str:

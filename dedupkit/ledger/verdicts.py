@@ -48,6 +48,14 @@ MEANINGS = {
     Verdict.TEST: "sent with ?test=true: Pinterest checked it and recorded nothing",
 }
 
+#: What each state means, beside its count (its name is the vocabulary's label).
+STATE_MEANINGS = {
+    EventState.PENDING: "waiting for the sender",
+    EventState.SENDING: "being sent right now",
+    EventState.DELIVERED: "Pinterest accepted it",
+    EventState.DEAD: "Pinterest refused it or it ran out of time: see what to do",
+}
+
 # What to do about a dead letter, by the words of its message (first match wins).
 _ADVICE = (
     (

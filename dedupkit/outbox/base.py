@@ -32,6 +32,8 @@ SKIPS_KEPT = 500
 #: beyond this, and evidence outlives the entries it is about no longer than they are kept.
 EVIDENCE_KEPT = 100_000
 EVIDENCE_TTL = 7 * 24 * 3600.0
+#: Longest device label kept (:meth:`Outbox.ack`).
+MAX_DEVICE_LENGTH = 80
 #: The outcome counter of puts that found their ``(event_name, event_id)`` already stored.
 DUPLICATE = "duplicate"
 #: The outcomes counted for ever in :attr:`OutboxStats.totals`, shared by every process: events
@@ -247,6 +249,9 @@ class LedgerEntry:
     #: Tag evidence: the browser said the tag call was made (``True``), that the tag was blocked
     #: or absent (``False``), or nothing (``None``).
     tag: bool | None = None
+    #: The visitor's browser, OS and device type (:func:`dedupkit.delivery.browsers.device_label`),
+    #: labelled when the entry was delivered; ``None`` before, or without a user agent.
+    device: str | None = None
 
 
 def ledger_entry(
@@ -265,6 +270,7 @@ def ledger_entry(
     currency: str | None = None,
     test: bool | None = None,
     tag: bool | None = None,
+    device: str | None = None,
 ) -> LedgerEntry:
     """A :class:`LedgerEntry` from what a backend stored: the comma-framed ``fields`` of
     :func:`summary_of` when it has them, otherwise the payload's JSON text (decoded only
@@ -298,6 +304,7 @@ def ledger_entry(
         currency=currency,
         test=test,
         tag=tag,
+        device=device,
     )
 
 
@@ -340,11 +347,20 @@ class Outbox(Protocol):
     def claim(self, limit: int, *, now: float | None = None, lease: float = 30.0) -> list[Claimed]:
         """Claim up to ``limit`` due entries (pending, or in flight past their lease)."""
 
-    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+    def ack(
+        self,
+        ids: Sequence[str],
+        *,
+        test: bool | None = None,
+        devices: Mapping[str, str] | None = None,
+    ) -> None:
         """Mark claimed entries delivered (ids from any claim of them); attempts + 1.
 
         :param test: the request was sent with ``?test=true`` (Pinterest records nothing):
             kept with each entry for the ledger's *test* verdict; ``None`` records nothing.
+        :param devices: the visitor's device label by id (see :mod:`dedupkit.delivery.browsers`),
+            kept with each entry for the ledger's "where the tag is lost"; at most
+            :data:`MAX_DEVICE_LENGTH` characters of each are kept.
         Each delivery also counts its lag, from ``event_time`` (else the put) to now, in
         :attr:`OutboxStats.lag_counts`.
         """

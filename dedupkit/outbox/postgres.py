@@ -43,6 +43,7 @@ from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
+    MAX_DEVICE_LENGTH,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
     TOTALS,
@@ -112,10 +113,11 @@ RETURNING o.id, o.claims, o.payload, o.attempts, o.event_time
 """)
 # A late ack wins over a dead letter written by a sender that reclaimed the entry.
 _ACK = sa.text(f"""
-UPDATE dedupkit_outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
-    attempts = attempts + 1, test = :test
-WHERE namespace = :namespace AND id = ANY(CAST(:ids AS BIGINT[])) AND status != {_DELIVERED}
-RETURNING coalesce(event_time, created_at)
+UPDATE dedupkit_outbox o SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
+    attempts = o.attempts + 1, test = :test, device = coalesce(d.device, o.device)
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:devices AS TEXT[])) AS d(id, device)
+WHERE o.namespace = :namespace AND o.id = d.id AND o.status != {_DELIVERED}
+RETURNING coalesce(o.event_time, o.created_at)
 """)
 # Only the current claim: a stale sender's late call matches no row.
 _RETRY = sa.text(f"""
@@ -171,7 +173,7 @@ _COUNT_DEAD = sa.text(f"SELECT count(*) FROM dedupkit_outbox {_DEAD_FILTER}")
 _ENTRY_COLUMNS = """
 o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.last_error,
 CASE WHEN o.fields IS NULL THEN o.payload END, o.fields, o.created_at, o.value, o.currency,
-o.test, e.tag
+o.test, e.tag, o.device
 FROM dedupkit_outbox o LEFT JOIN dedupkit_evidence e
     ON e.namespace = o.namespace AND e.event_name = o.event_name AND e.event_id = o.event_id
 """
@@ -462,14 +464,27 @@ class PostgresOutbox:
             for id_, claims, data, attempts, event_time in rows
         ]
 
-    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+    def ack(
+        self,
+        ids: Sequence[str],
+        *,
+        test: bool | None = None,
+        devices: Mapping[str, str] | None = None,
+    ) -> None:
         """Mark entries delivered, from any claim of them (even over a dead letter), and count
-        their lags."""
+        their lags; keep each one's device label from ``devices``."""
         rows = sorted({row for row, _ in _parse_ids(ids)})
         if not rows:
             return
         now = time.time()
-        params = {"namespace": self.namespace, "now": now, "test": test, "ids": rows}
+        labels = _labels_by_row(devices)
+        params = {
+            "namespace": self.namespace,
+            "now": now,
+            "test": test,
+            "ids": rows,
+            "devices": [labels.get(row) for row in rows],
+        }
         with self._errors("acknowledge events in"), self._begin() as conn:
             lags = Counter[int]()
             total = 0.0
@@ -892,7 +907,7 @@ def _forget_parent_connections(ref: weakref.ref[PostgresOutbox]) -> None:
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
     (name, event_id, status, attempts, event_time, changed_at, error, payload) = row[:8]
-    fields, created_at, value, currency, test, tag = row[8:]
+    fields, created_at, value, currency, test, tag, device = row[8:]
     return ledger_entry(
         payload,
         event_name=name,
@@ -908,7 +923,18 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         currency=currency,
         test=test,
         tag=tag,
+        device=device,
     )
+
+
+def _labels_by_row(devices: Mapping[str, str] | None) -> dict[int, str]:
+    """The device labels of ``ack(devices=…)`` by row id, each cut to its limit."""
+    labels: dict[int, str] = {}
+    for item, label in (devices or {}).items():
+        parsed = _parse_ids([item])
+        if parsed and isinstance(label, str) and label:
+            labels[parsed[0][0]] = label[:MAX_DEVICE_LENGTH]
+    return labels
 
 
 def _errors_of(text: str | None) -> list[tuple[float, str]]:

@@ -43,6 +43,8 @@ outbox_table = sa.Table(
     sa.Column("value", sa.Double),
     sa.Column("currency", sa.Text),
     sa.Column("test", sa.Boolean),
+    #: The visitor's device label, from the ack (for the ledger's "where the tag is lost").
+    sa.Column("device", sa.Text),
     sa.UniqueConstraint("namespace", "event_name", "event_id", name="dedupkit_outbox_event"),
     sa.Index("dedupkit_outbox_due", "namespace", "status", "due_at"),
     sa.Index("dedupkit_outbox_changed", "namespace", "changed_at"),

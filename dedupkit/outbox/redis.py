@@ -64,6 +64,7 @@ from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
+    MAX_DEVICE_LENGTH,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
     TOTALS,
@@ -178,7 +179,8 @@ local bounds = {}
 for b in string.gmatch(ARGV[7], '[^,]+') do bounds[#bounds + 1] = tonumber(b) end
 local now = tonumber(ARGV[2])
 local n, total = 0, 0
-for i = 8, #ARGV do
+local devices = cjson.decode(ARGV[8])
+for i = 9, #ARGV do
   local id = ARGV[i]
   if redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[4], id) then
     redis.call('ZREM', KEYS[1], id)
@@ -198,6 +200,8 @@ for i = 8, #ARGV do
     redis.call('HDEL', key, 'payload', 'error', 'reason', 'died_at')
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('HSET', key, 'delivered_at', ARGV[2], 'test', ARGV[3])
+    local device = devices[id]
+    if type(device) == 'string' and device ~= '' then redis.call('HSET', key, 'device', device) end
     redis.call('EXPIRE', key, ARGV[4])
     redis.call('ZADD', KEYS[6], ARGV[2], id)
     n = n + 1
@@ -337,7 +341,7 @@ return count
 # no summary), and its tag evidence. KEYS[3] is the lease set, KEYS[4] the evidence hash.
 _ROW = """
 local FIELDS = {'name', 'event_id', 'attempts', 'event_time', 'error', 'reason', 'payload',
-                'fields', 'created', 'value', 'currency', 'test'}
+                'fields', 'created', 'value', 'currency', 'test', 'device'}
 local function row(out, id, state, score)
   local f = redis.call('HMGET', ARGV[1] .. id, unpack(FIELDS))
   if not f[1] or not (f[7] or f[8]) then return false end
@@ -488,7 +492,7 @@ def _claim_ids(ids: Sequence[str]) -> list[str]:
     return [v for i in range(0, len(pairs), 2) if pairs[i + 1] for v in pairs[i : i + 2]]
 
 
-_ROW_SIZE = 15
+_ROW_SIZE = 16
 
 
 def _rows(flat: Sequence[Any]) -> list[LedgerEntry]:
@@ -498,7 +502,9 @@ def _rows(flat: Sequence[Any]) -> list[LedgerEntry]:
         state, score, name, event_id, attempts, event_time, error, reason, payload = (
             _text(v) for v in flat[i : i + 9]
         )
-        fields, created, value, currency, test, tag = (_text(v) for v in flat[i + 9 : i + 15])
+        fields, created, value, currency, test, device, tag = (
+            _text(v) for v in flat[i + 9 : i + 16]
+        )
         entries.append(
             ledger_entry(
                 payload,
@@ -515,6 +521,7 @@ def _rows(flat: Sequence[Any]) -> list[LedgerEntry]:
                 currency=currency or None,
                 test=None if test == "" else test == "1",
                 tag=None if tag == "" else tag == "1",
+                device=device or None,
             )
         )
     return entries
@@ -773,9 +780,16 @@ class RedisOutbox:
             for i in range(0, len(flat), 4)
         ]
 
-    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+    def ack(
+        self,
+        ids: Sequence[str],
+        *,
+        test: bool | None = None,
+        devices: Mapping[str, str] | None = None,
+    ) -> None:
         """Mark claimed entries delivered (from any claim, even over a dead letter): their
-        payloads go, their summaries stay :data:`DELIVERED_TTL` for the ledger and coverage."""
+        payloads go, their summaries (and device labels) stay :data:`DELIVERED_TTL` for the
+        ledger and coverage."""
         entries = _entry_ids(ids)
         if entries:
             now = time.time()
@@ -784,7 +798,13 @@ class RedisOutbox:
             flag = "" if test is None else str(int(test))
             args = [self._entry, _score(now, "now"), flag, DELIVERED_TTL]
             args += [_score(now - DELIVERED_TTL, "now"), DELIVERED_KEPT]
-            args += [",".join(map(repr, LAG_BUCKETS)), *entries]
+            labels = {
+                entry: label[:MAX_DEVICE_LENGTH]
+                for item, label in (devices or {}).items()
+                for entry in _entry_ids([item])
+                if isinstance(label, str) and label
+            }
+            args += [",".join(map(repr, LAG_BUCKETS)), json.dumps(labels), *entries]
             self._run(self._ack, "acknowledge events", keys, args)
 
     def retry(

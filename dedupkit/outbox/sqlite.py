@@ -27,6 +27,7 @@ from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
+    MAX_DEVICE_LENGTH,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
     TOTALS,
@@ -99,6 +100,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     currency TEXT,
     test INTEGER,
     account TEXT NOT NULL,
+    device TEXT,
     UNIQUE (event_name, event_id)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
@@ -150,7 +152,7 @@ RETURNING id, claims, payload, attempts, event_time
 # did receive it.
 _ACK = f"""
 UPDATE outbox SET status = {_DELIVERED}, changed_at = :now, last_error = NULL,
-    attempts = attempts + 1, test = :test
+    attempts = attempts + 1, test = :test, device = coalesce(:device, device)
 WHERE id = :id AND status != {_DELIVERED}
 RETURNING event_time
 """
@@ -185,7 +187,7 @@ _COUNT_DEAD = f"SELECT count(*) FROM outbox {_DEAD_FILTER}"
 # The columns of a ledger entry, with its tag evidence (the payload is not read).
 _ENTRY_COLUMNS = """
 o.event_name, o.event_id, o.status, o.attempts, o.event_time, o.changed_at, o.last_error,
-o.fields, o.created_at, o.value, o.currency, o.test, e.tag
+o.fields, o.created_at, o.value, o.currency, o.test, e.tag, o.device
 FROM outbox o LEFT JOIN evidence e ON e.event_name = o.event_name AND e.event_id = o.event_id
 """
 # Walks the outbox_changed index backwards: the cost is the limit, not the table.
@@ -373,9 +375,16 @@ class SQLiteOutbox:
             for id_, claims, data, attempts, event_time in rows
         ]
 
-    def ack(self, ids: Sequence[str], *, test: bool | None = None) -> None:
+    def ack(
+        self,
+        ids: Sequence[str],
+        *,
+        test: bool | None = None,
+        devices: Mapping[str, str] | None = None,
+    ) -> None:
         """Mark entries delivered, from any claim of them (even over a dead letter), and count
-        their lags."""
+        their lags; keep each one's device label from ``devices``."""
+        labels = _labels_by_row(devices)
         rows = [row for row, _ in _parse_ids(ids)]
         if not rows:
             return
@@ -386,7 +395,8 @@ class SQLiteOutbox:
                 lags = Counter[int]()
                 total = 0.0
                 for row in rows[start : start + WRITE_CHUNK]:
-                    hit = conn.execute(_ACK, {"now": now, "test": flag, "id": row}).fetchone()
+                    params = {"now": now, "test": flag, "id": row, "device": labels.get(row)}
+                    hit = conn.execute(_ACK, params).fetchone()
                     if hit is not None:
                         lag = max(0.0, now - float(hit[0]))
                         lags[lag_bucket(lag)] += 1
@@ -747,7 +757,7 @@ class SQLiteOutbox:
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
     (name, event_id, status, attempts, event_time, changed_at, error) = row[:7]
-    fields, created_at, value, currency, test, tag = row[7:]
+    fields, created_at, value, currency, test, tag, device = row[7:]
     return ledger_entry(
         "",
         event_name=name,
@@ -763,7 +773,18 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         currency=currency,
         test=None if test is None else bool(test),
         tag=None if tag is None else bool(tag),
+        device=device,
     )
+
+
+def _labels_by_row(devices: Mapping[str, str] | None) -> dict[int, str]:
+    """The device labels of ``ack(devices=…)`` by row id, each cut to its limit."""
+    labels: dict[int, str] = {}
+    for item, label in (devices or {}).items():
+        parsed = _parse_ids([item])
+        if parsed and isinstance(label, str) and label:
+            labels[parsed[0][0]] = label[:MAX_DEVICE_LENGTH]
+    return labels
 
 
 def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:

@@ -10,6 +10,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -125,12 +126,16 @@ class FakePinterest:
         self._page_calls: list[PageCall] = []
         self._requests: list[RequestRecord] = []
         self._rejected: list[RejectedRequest] = []
+        self._tag_blocker: Callable[[str], str | None] | None = None
+        #: Tags refused to visitors, by what blocked them.
+        self._tag_blocked: Counter[str] = Counter()
         self._app = create_app(
             answer_events=self._answer_events,
             record_tag_report=self._record_tag_report,
             record_pixel=self._record_pixel,
             state=self.state,
             pause=self._stopping.wait,
+            tag_blocked_for=self._tag_blocked_for,
         )
 
     def __repr__(self) -> str:
@@ -275,6 +280,7 @@ class FakePinterest:
                 self._rejected,
             ):
                 records.clear()
+            self._tag_blocked.clear()
             self._changed.notify_all()
 
     def state(self) -> dict[str, Any]:
@@ -288,6 +294,7 @@ class FakePinterest:
                 "test_events": len(self._test_events),
                 "requests": len(self._requests),
                 "rejected": len(self._rejected),
+                "tag_blocked": sum(self._tag_blocked.values()),
             }
             requests = self._requests[-_STATE_REQUESTS:]
         counts["conversions"] = len(conversions)
@@ -402,6 +409,28 @@ class FakePinterest:
         :param echo_headers: put the request's headers in the page, ``Authorization`` too.
         """
         self._faults.proxy_page_next(status, times, echo_headers)
+
+    def block_tag(self, rule: Callable[[str], str | None] | None) -> None:
+        """Refuse ``/ct/core.js`` to the visitors ``rule`` names a blocker for, as Firefox's
+        strict mode, Safari's tracking protection, Brave or an ad blocker do (see
+        :func:`dedupkit.testing.blockers.typical_blockers`); ``None`` blocks no one."""
+        with self._changed:
+            self._tag_blocker = rule
+
+    @property
+    def tag_blocked(self) -> dict[str, int]:
+        """How many times the tag was refused to a visitor, by what blocked it."""
+        with self._changed:
+            return dict(self._tag_blocked)
+
+    def _tag_blocked_for(self, user_agent: str) -> str | None:
+        with self._changed:
+            rule = self._tag_blocker
+        blocker = None if rule is None else rule(user_agent)
+        if blocker is not None:
+            with self._changed:
+                self._tag_blocked[blocker] += 1
+        return blocker
 
     def clear_faults(self) -> None:
         """Drop every pending injected fault."""

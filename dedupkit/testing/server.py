@@ -70,6 +70,7 @@ def create_app(
     record_pixel: Callable[[Mapping[str, str], str | None], None],
     state: Callable[[], Mapping[str, Any]],
     pause: Callable[[float], object],
+    tag_blocked_for: Callable[[str], str | None] = lambda user_agent: None,
 ) -> Flask:
     """The fake's WSGI app.
 
@@ -78,6 +79,8 @@ def create_app(
     :param record_pixel: records a ``<noscript>`` pixel hit: its query and its Referer.
     :param state: the summary served at ``/_fake/state``.
     :param pause: waits before a delayed answer, returning early when the fake stops.
+    :param tag_blocked_for: what blocks the tag for a user agent (``None``: nothing); a
+        blocked visitor gets no ``core.js``.
     """
     app = Flask(__name__)
 
@@ -111,6 +114,12 @@ def create_app(
 
     @app.get("/ct/core.js")
     def core_js() -> Response:
+        blocker = tag_blocked_for(request.headers.get("User-Agent", "")[:1000])
+        if blocker is not None:
+            # What a content blocker does, as far as the page can tell: the script fails.
+            response = Response(f"blocked by {blocker}\n", 403, mimetype="text/plain")
+            response.headers["X-Fake-Blocked-By"] = blocker
+            return response
         # The URL the browser reached us by, so reports work whatever host name it used.
         report_url = request.url_root.rstrip("/") + TAG_REPORT_PATH
         script = core_js_source().replace(REPORT_URL_PLACEHOLDER, json.dumps(report_url))

@@ -799,3 +799,15 @@ def test_totals_add_up_what_the_sender_did(box: SQLiteOutbox) -> None:
     assert totals.summary() == (
         "sent 2, retried 1, dead 2 (Invalid email: 1, expired: 1), paused 1"
     )
+
+
+def test_the_ack_keeps_each_events_device_label(box: SQLiteOutbox) -> None:
+    iphone = (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+    )
+    box.put(event("phone", user_data={"client_user_agent": iphone, "em": ["a" * 64]}), now=T0)
+    box.put(event("no-agent", user_data={"em": ["a" * 64]}), now=T0)
+    assert Sender(box, StubClient(), policy=NO_JITTER).run_once(now=T0 + 1) == 2
+    devices = {e.event_id: e.device for e in box.recent()}
+    assert devices == {"phone": "Safari · iOS · mobile", "no-agent": None}

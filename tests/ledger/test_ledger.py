@@ -160,7 +160,7 @@ def test_coverage_shares_revenue_lag_and_headline() -> None:
     # Lags 10, 10, 10 (c1, c2, t1) and 60 (c3): nearest-rank p50 and p95.
     assert (hour["lag_p50"], hour["lag_p95"]) == (10.0, 60.0)
     assert day["verdicts"]["failed"] == 1 and day["verdicts"]["test"] == 1
-    assert summary["headline"] == (
+    assert summary["matching"] == (
         "40% of checkouts carry the click id; 1 conversion failed: token expired or revoked — "
         "renew it in Ads Manager and set DEDUPKIT_CONVERSION_TOKEN; 1 sent in test mode, not "
         "recorded by Pinterest."
@@ -171,7 +171,10 @@ def test_coverage_shares_revenue_lag_and_headline() -> None:
 
 def test_coverage_of_nothing_says_so() -> None:
     summary = summarize([], now=NOW)
-    assert summary["headline"] == "No events in the last day."
+    assert summary["matching"] == "No events in the last day."
+    assert summary["headline"] == (
+        "Last day: Pinterest has counted no conversion from this shop yet."
+    )
     assert summary["windows"]["hour"]["lag_p50"] is None
 
 
@@ -243,7 +246,11 @@ def test_the_page_shows_a_verdict_per_event_and_the_skips(make_app: AppFactory) 
     assert (skip["event_id"], skip["verdict"]) == ("by-a-bot", "tag only")
     assert SkipReason.BOT.label in skip["detail"]
     assert data["coverage"]["windows"]["hour"]["events"] == 3
-    assert data["headline"].startswith("0% of checkouts carry the click id; none failed")
+    assert data["coverage"]["matching"].startswith("0% of checkouts carry the click id")
+    assert data["headline"] == (
+        "Last day: Pinterest counted 2 conversions once; the server recovered 1 that the tag "
+        "lost (50% of checkouts, $10.00 of revenue)."
+    )
 
     response = ledger_page(app)
     html = response.get_data(as_text=True)
@@ -276,3 +283,103 @@ def test_evidence_and_skips_from_the_browser_are_escaped(make_app: AppFactory) -
     html = ledger_page(app).get_data(as_text=True)
     assert "<img" not in html
     assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+# -- what the server recovered -------------------------------------------------------------
+
+
+def recovery_entries() -> list[LedgerEntry]:
+    iphone, chrome = "Safari · iOS · mobile", "Chrome · Windows · desktop"
+    day_old = {"created_at": NOW - 3 * 86400, "event_time": NOW - 3 * 86400}
+    return [
+        entry(event_id="c1", tag=True, value=20.0, currency="USD", device=chrome),
+        entry(event_id="c2", tag=False, value=30.0, currency="USD", device=iphone),
+        entry(event_id="c3", tag=None, value=9.5, currency="EUR", device=iphone),
+        entry(event_name="add_to_cart", event_id="a1", tag=True, value=5.0, device=chrome),
+        entry(event_name="add_to_cart", event_id="a2", tag=False, device=iphone),
+        entry(event_id="t1", tag=False, test=True, value=99.0, currency="USD", device=chrome),
+        entry(event_id="p1", state=EntryState.PENDING, tag=False),
+        entry(event_id="d1", state=EntryState.DEAD, last_error="expired"),
+        # Older than a day: the week only.
+        entry(event_id="w1", tag=False, value=40.0, currency="USD", device=iphone, **day_old),
+        entry(event_id="w2", tag=True, value=10.0, currency="USD", device=chrome, **day_old),
+    ]
+
+
+def recovery_skips() -> list[Skip]:
+    return [
+        Skip(NOW - 10, "no_consent", "checkout", "s1"),
+        Skip(NOW - 20, "bot", None, None),
+        Skip(NOW - 30, "bot", None, None),
+        Skip(NOW - 2 * 86400, "no_identity", "lead", "s2"),
+    ]
+
+
+def test_the_headline_is_what_pinterest_counted_once_and_what_the_server_recovered() -> None:
+    summary = summarize(recovery_entries(), now=NOW, skips=recovery_skips())
+    day, week = summary["value"]["day"], summary["value"]["week"]
+    # Counted once: delivered for real (not pending, dead or test). Recovered: server only.
+    assert (day["counted"], day["paired"], day["server_only"], day["tag_only"]) == (5, 2, 3, 1)
+    assert (day["checkouts"], day["recovered_checkouts"]) == (3, 2)
+    assert day["recovered_revenue"] == {"EUR": 9.5, "USD": 30.0}
+    assert day["revenue"] == {"EUR": 9.5, "USD": 50.0}
+    # Bots are no shopper's conversion: counted as skipped, not as tag only.
+    assert day["skipped"] == {"bot": 2, "no_consent": 1}
+    assert day["shares"] == {"paired": 0.3333, "server_only": 0.5, "tag_only": 0.1667}
+    assert (day["test"], day["pending"], day["failed"]) == (1, 1, 1)
+    assert (
+        summary["headline"]
+        == day["sentence"]
+        == (
+            "Last day: Pinterest counted 5 conversions once; the server recovered 3 that the tag "
+            "lost (67% of checkouts, €9.50 + $30.00 of revenue)."
+        )
+    )
+    assert (week["counted"], week["server_only"], week["tag_only"]) == (7, 4, 2)
+    assert week["recovered_revenue"] == {"EUR": 9.5, "USD": 70.0}
+    assert week["sentence"].startswith("Last week: Pinterest counted 7 conversions once; the")
+    # The chart's last hour shows the consent skip as tag only, not the bots.
+    assert summary["timeline"][-1]["tag only"] == 1
+
+
+def test_where_the_tag_is_lost_by_browser_os_and_device_type() -> None:
+    devices = summarize(recovery_entries(), now=NOW)["devices"]
+    assert devices["browser"] == [
+        {"name": "Safari", "events": 4, "server_only": 4, "share": 1.0},
+        # The test delivery counts: where the tag is lost does not depend on the mode.
+        {"name": "Chrome", "events": 4, "server_only": 1, "share": 0.25},
+    ]
+    assert [(r["name"], r["share"]) for r in devices["type"]] == [
+        ("mobile", 1.0),
+        ("desktop", 0.25),
+    ]
+    assert [r["name"] for r in devices["os"]] == ["iOS", "Windows"]
+
+
+def test_a_tag_that_always_fired_recovered_nothing_and_says_so() -> None:
+    entries = [entry(event_id="c1", tag=True, value=5.0, currency="USD")]
+    assert summarize(entries, now=NOW)["headline"] == (
+        "Last day: Pinterest counted 1 conversion once; the tag fired for every one of them, "
+        "so the server recovered none."
+    )
+
+
+def test_in_test_mode_the_headline_says_nothing_was_counted() -> None:
+    entries = [entry(event_id="c1", tag=False, test=True), entry(event_id="c2", tag=True)]
+    assert summarize(entries, now=NOW, test_mode=True)["headline"] == (
+        "Last day: 2 events sent in test mode, which Pinterest checks and does not count; the "
+        "tag missed 1 of them."
+    )
+
+
+def test_breakdown_rows_are_bounded_with_the_rest_as_others() -> None:
+    entries = [
+        entry(event_id=f"e{n}", tag=False, device=f"Browser{n} · OS · desktop") for n in range(9)
+    ]
+    rows = summarize(entries, now=NOW)["devices"]["browser"]
+    assert len(rows) == 7 and rows[-1] == {
+        "name": "others",
+        "events": 3,
+        "server_only": 3,
+        "share": 1.0,
+    }

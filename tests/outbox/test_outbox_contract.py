@@ -22,7 +22,7 @@ from dedupkit.errors import ConfigurationError, InvalidEvent, OutboxError
 from dedupkit.event.wire import encode_event
 from dedupkit.outbox import Outbox, Pause, SQLiteOutbox
 from dedupkit.outbox import sqlite as sqlite_outbox
-from dedupkit.outbox.base import EntryState
+from dedupkit.outbox.base import MAX_DEVICE_LENGTH, EntryState
 
 from ..support.payloads import capi_event
 
@@ -566,6 +566,24 @@ def test_entries_since_carry_the_coverage_summary(box: Outbox, other: Outbox) ->
     assert checkout.user_fields == ("em", "click_id", "client_ip_address")
     assert (entries[0].value, entries[0].currency) == (None, None)
     assert [e.event_id for e in other.entries_since(T0, limit=1)] == ["v1"]
+
+
+def test_ack_keeps_each_entrys_device_label_for_the_ledger(box: Outbox, other: Outbox) -> None:
+    for event_id in ("phone", "desktop", "plain"):
+        box.put(event(event_id), now=T0)
+    claimed = {c.payload["event_id"]: c.id for c in box.claim(10, now=T0)}
+    long_label = "Safari · iOS · mobile" + "x" * 200
+    box.ack(
+        list(claimed.values()),
+        devices={claimed["phone"]: long_label, claimed["desktop"]: "Chrome · Windows · desktop"},
+    )
+    devices = {e.event_id: e.device for e in other.entries_since(T0)}
+    assert devices == {
+        "phone": long_label[:MAX_DEVICE_LENGTH],
+        "desktop": "Chrome · Windows · desktop",
+        "plain": None,
+    }
+    assert {e.event_id: e.device for e in other.recent()} == devices
 
 
 # -- one shop per outbox, one write per outcome, counters that only go up (issue 16) --------

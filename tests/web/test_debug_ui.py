@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from werkzeug.test import TestResponse
 from dedupkit import DedupKit
 from dedupkit.outbox import EntryState, Outbox, SQLiteOutbox
 from dedupkit.outbox.base import LedgerEntry
+from dedupkit.redaction import REDACTED
 from dedupkit.state import get_state
 
 from ..conftest import CHROME_UA, TOKEN, AppFactory, kit_for, shopper_request
@@ -124,9 +126,19 @@ def test_shows_queued_and_dead_events_without_pii_or_token(make_app: AppFactory)
     text = response.get_data(as_text=True)
     assert checkout_id in text and "checkout-A-1001" in text
     assert "lead-77" in text
-    assert "Invalid parameter; token [redacted] rejected" in text
-    # Counts: one pending checkout, one dead lead.
-    assert "<b>1</b>pending" in text and "<b>1</b>dead letter" in text
+    assert f"Invalid parameter; token {REDACTED} rejected" in text
+    # Counts, each beside what it means: one pending checkout, one dead lead.
+    counts = {
+        key: re.search(rf'<tr id="count-{key}">.*?<td class="num">(\d+)</td>', text, re.S)
+        for key in ("pending", "dead", "delivered")
+    }
+    assert {k: m and m.group(1) for k, m in counts.items()} == {
+        "pending": "1",
+        "dead": "1",
+        "delivered": "0",
+    }
+    assert "waiting for the sender" in text
+    assert 'id="status" data-level="attention"' in text  # a failure is news
     # Names of the identity fields in plain words, never their values.
     assert "IP address, user agent, click id, e-mail, phone" in text
     assert "em, ph" not in text
@@ -182,13 +194,21 @@ def test_json_has_the_same_data(make_app: AppFactory) -> None:
         "lost_memory_full": 0,
         "lost_unreadable": 0,
     }
-    assert data["queue"].startswith("sqlite:///")
+    assert data["outbox"] == "SQLite, the file outbox.sqlite3 outside the instance folder"
+    assert "sqlite:" not in response.get_data(as_text=True).lower()  # no path
     assert data["oldest_pending_age"] is not None
     assert data["paused_until"] is None
     assert data["last_errors"] == []
     assert [e["event_id"] for e in data["entries"]] == [checkout_id]
     raw = response.get_data(as_text=True)
     assert EMAIL.lower() not in raw and TOKEN not in raw and PHONE_DIGITS not in raw
+
+
+def test_the_outbox_in_the_instance_folder_is_described_so(make_app: AppFactory) -> None:
+    app = make_app(DEBUG_UI=True, QUEUE_URL=None)
+    text = page(app).get_data(as_text=True)
+    assert "Events wait in: SQLite in the instance folder" in text
+    assert app.instance_path not in text
 
 
 def test_bad_query_parameters_are_json_400s(make_app: AppFactory) -> None:
@@ -218,7 +238,7 @@ def test_shows_the_retry_after_pause_and_skips(make_app: AppFactory) -> None:
     text = page(app).get_data(as_text=True)
     assert "paused (rate limit)" in text
     assert "Pinterest asked to wait 120 s (HTTP 429)" in text
-    assert "skipped: no consent" in text and "skipped: bot" in text
+    assert "skipped: no consent" in text and "skipped: bots" not in text  # no empty rows
     data = page(app, "/dedupkit/debug?format=json").get_json()
     assert 60 < data["pause_remaining"] <= 120
     assert data["pause"]["kind"] == "rate_limit"
@@ -260,7 +280,9 @@ def test_the_redis_url_is_shown_without_its_password(
     for path in ("/dedupkit/debug", "/dedupkit/debug?format=json"):
         text = page(app, path).get_data(as_text=True)
         assert "s3cret-pw" not in text
-        assert f"redis://***@127.0.0.1:{password_redis.port}/0" in text
+        assert "127.0.0.1" not in text and "redis://" not in text
+        assert "Redis, namespace dedupkit:" in text
+        assert "Redis keeps delivered events for about a day" in text
         assert checkout_id in text
         assert EMAIL.lower() not in text and TOKEN not in text
     get_state(app).outbox.close()
@@ -416,3 +438,14 @@ def test_sqlite_recent_reads_through_an_index(sqlite_box: SQLiteOutbox) -> None:
     detail = " ".join(str(row[-1]) for row in plan)
     assert "USING INDEX outbox_changed" in detail
     assert "TEMP B-TREE" not in detail
+
+
+def test_a_newcomers_few_events_are_shown_open_and_many_are_collapsed(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(DEBUG_UI=True)
+    track_checkout(app, order_id="O-1")
+    assert '<details id="recent" open>' in page(app).get_data(as_text=True)
+    for n in range(2, 7):
+        track_checkout(app, order_id=f"O-{n}")
+    assert '<details id="recent">' in page(app).get_data(as_text=True)
