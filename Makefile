@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements-dev.txt requirements-docs.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# The distribution was called "dedupkit" before 0.1.0 (that name is another project's).
 	$(BIN)/python -m pip uninstall -q -y dedupkit 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[redis,testing,metrics]' -r requirements-dev.txt -r requirements-docs.txt
+	$(BIN)/python -m pip install -q -e '.[redis,postgres,testing,metrics]' -r requirements-dev.txt -r requirements-docs.txt
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml
@@ -26,10 +26,12 @@ $(DEMO_STAMP): pyproject.toml
 
 ## demo: the storefront on http://127.0.0.1:5000 with an embedded fake Pinterest
 ## (another port: PORT=5001 make demo)
+## (on PostgreSQL: DEDUPKIT_QUEUE_URL=postgresql+psycopg://user@host/db make demo)
 demo: $(DEMO_STAMP)
+	$(if $(findstring postgres,$(DEDUPKIT_QUEUE_URL)),$(BIN)/python -m pip install -q -e '.[testing,postgres]')
 	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
-## test: system packages (Chromium, redis-server) when we can install them, then the whole suite
+## test: system packages (Chromium, redis-server, PostgreSQL) when we can install them, then the whole suite
 test: system-deps $(STAMP) lint typecheck jstest docs pytest
 
 system-deps:
@@ -70,6 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/outage_drain.py
 	npm install --prefix bench --no-audit --no-fund --silent
 	$(BIN)/python bench/bots.py
+	$(BIN)/python bench/postgres.py
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache docs/_build tests/js/node_modules tests/artifacts

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the suite drives for real: Debian's Chromium (through Playwright,
-# never `playwright install`), redis-server, and Node with npm. Needs root and apt-get; otherwise says what is missing.
+# never `playwright install`), redis-server, Node with npm, and the PostgreSQL server
+# (initdb, postgres: Debian keeps them in /usr/lib/postgresql/<version>/bin, out of PATH).
+# Needs root and apt-get; otherwise says what is missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -8,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 # npm installs axe-core for the accessibility checks (tests/js/package-lock.json).
 command -v npm >/dev/null 2>&1 || need+=(npm)
+{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"

@@ -74,6 +74,7 @@ class DedupKit:
         event_source_url: str | None = None,
         user: Mapping[str, Any] | None = None,
         visitor: str | None = None,
+        session: Any = None,
         **event_data: Any,
     ) -> Event:
         """Record a conversion for the Conversions API and return it for the tag.
@@ -95,10 +96,19 @@ class DedupKit:
         the current request's. It is meant for webhooks, which are requests too, but from
         the payment provider; so it is accepted inside a request, and replaces its visitor.
 
+        ``session``, a SQLAlchemy ``Session`` (Flask-SQLAlchemy's ``db.session`` as is) or
+        ``Connection`` on the PostgreSQL database ``DEDUPKIT_QUEUE_URL`` names, writes the
+        event in that transaction: it is sent only if the transaction commits (the order
+        and its conversion commit together), and the sender is woken after the commit.
+
         :raises OutboxError: see above.
         :raises InvalidEvent: for an unknown event name or malformed data, naming it; also
             (:class:`~dedupkit.intake.visitor_token.InvalidVisitorToken`) for a visitor token that
             is altered, truncated, signed with another key or expired.
+        :raises ConfigurationError: with ``session`` when the outbox is not in that
+            session's PostgreSQL database.
+        :raises OutboxError: with ``session`` when the database refused the write (the
+            transaction has failed too: roll it back).
         """
         state = get_state()
         in_request = has_request_context()
@@ -122,7 +132,7 @@ class DedupKit:
         )
         if shopper is None and in_request:
             shopper = current_visitor(state)
-        event = record(state, submission, shopper).event
+        event = record(state, submission, shopper, transaction=session).event
         if in_request and visitor is None and event.tag_name is not None:
             note_tag_event(event.capi_name)
         return event

@@ -534,6 +534,8 @@ def _check_queue_url(url: str) -> None:
                 "DEDUPKIT_QUEUE_URL is a Redis URL but the redis client is not installed: "
                 "pip install 'flask-dedupkit[redis]'"
             ) from None
+    elif scheme.partition("+")[0] in ("postgresql", "postgres"):
+        _check_postgres_url(url)
     elif scheme == "sqlite":
         # Checked here rather than when the outbox first opens: at the first track().
         parts = urlsplit(url)
@@ -545,5 +547,30 @@ def _check_queue_url(url: str) -> None:
     else:
         problem = f"unknown scheme {scheme!r}" if ":" in url else "no scheme"
         raise ConfigurationError(
-            f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
+            f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file, "
+            "redis://host:port/db or postgresql+psycopg://user:password@host:5432/database"
+        )
+
+
+def _check_postgres_url(url: str) -> None:
+    """A PostgreSQL outbox needs the extra's SQLAlchemy and psycopg 3 (not psycopg2)."""
+    scheme = url.partition(":")[0].lower()
+    if scheme.partition("+")[2] not in ("", "psycopg"):
+        raise ConfigurationError(
+            f"DEDUPKIT_QUEUE_URL: the PostgreSQL outbox runs on psycopg 3, not {scheme!r}: "
+            "use postgresql+psycopg://user:password@host:5432/database"
+        )
+    try:
+        import psycopg  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "DEDUPKIT_QUEUE_URL is a PostgreSQL URL but SQLAlchemy or psycopg is not "
+            "installed: pip install 'flask-dedupkit[postgres]'"
+        ) from None
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigurationError(
+            "DEDUPKIT_QUEUE_URL: a PostgreSQL outbox URL names a host and a database: "
+            "postgresql+psycopg://user:password@host:5432/database"
         )

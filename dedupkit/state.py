@@ -186,6 +186,28 @@ class State:
             self._deliver_soon()
         return Stored.QUEUED if queued else Stored.DUPLICATE
 
+    def store_in(
+        self, transaction: Any, payload: Mapping[str, Any], *, tag: bool | None = None
+    ) -> Stored:
+        """Queue one CAPI event in the caller's database transaction (``kit.track(...,
+        session=db.session)``): it commits with the order or vanishes with it, and the
+        sender is woken once it has committed. No fallback: a failure is the caller's.
+
+        :raises ConfigurationError: the outbox is not in a database (not PostgreSQL), or not
+            in the one ``transaction`` uses.
+        :raises OutboxError: the database refused the write (the transaction has failed).
+        """
+        put_in = getattr(self.outbox, "put_in", None)
+        if put_in is None:
+            raise ConfigurationError(
+                "kit.track(session=…) writes the event in your database transaction, which "
+                "needs the outbox in that PostgreSQL database: set DEDUPKIT_QUEUE_URL="
+                "postgresql+psycopg://… (the outbox is "
+                f"{redacted_url(self.queue_url)}), or call track() without session="
+            )
+        queued: bool = put_in(transaction, payload, tag=tag, after_commit=self._deliver_soon)
+        return Stored.QUEUED if queued else Stored.DUPLICATE
+
     def _write_now(self, record: Record, must_keep: bool) -> bool | None:
         """Write ``record`` within :data:`PUT_TIMEOUT`, or keep it in memory (``None``)."""
         try:

@@ -10,6 +10,7 @@ click through a visitor token (``kit.visitor_token()``, ``kit.track(…, visitor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -17,7 +18,8 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -146,7 +148,11 @@ class Order:
 
 
 class Orders:
-    """Orders in memory: a demo forgets them when it stops."""
+    """Orders in memory: a demo forgets them when it stops.
+
+    :class:`~demo_site.database_orders.DatabaseOrders` keeps them in PostgreSQL instead,
+    where the outbox is, so that an order and its conversion commit together.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -163,6 +169,18 @@ class Orders:
             )
             self._orders[order.id] = order
         return order
+
+    @contextmanager
+    def placing(self, lines: tuple[Line, ...], **customer: str) -> Iterator[tuple[Order, Any]]:
+        """Place an order; yields it and the database transaction it is written in (none
+        here: work done in the block cannot be rolled back with the order)."""
+        yield self.place(lines, **customer), None
+
+    @contextmanager
+    def paying(self, order_id: str) -> Iterator[Any]:
+        """Mark an order paid once the block ran; yields its transaction (none here)."""
+        yield None
+        self.mark_paid(order_id)
 
     def mark_paid(self, order_id: str) -> None:
         with self._lock:
@@ -221,13 +239,30 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             DEDUPKIT_CONVERSION_TOKEN=fake.token,
             DEDUPKIT_AD_ACCOUNT_ID=fake.ad_account_id,
         )
+    # DEDUPKIT_QUEUE_URL=postgresql+psycopg://… in the environment runs the demo on PostgreSQL.
+    if os.environ.get("DEDUPKIT_QUEUE_URL"):
+        app.config["DEDUPKIT_QUEUE_URL"] = os.environ["DEDUPKIT_QUEUE_URL"]
     app.config.update(config)
 
     kit = DedupKit(app)
-    app.extensions["demo_shop"] = Shop(kit, Orders(), fake)
+    app.extensions["demo_shop"] = Shop(kit, _orders_for(app.config["DEDUPKIT_QUEUE_URL"]), fake)
     app.register_blueprint(shop)
     app.context_processor(_layout_context)
     return app
+
+
+def uses_postgres(queue_url: str) -> bool:
+    return queue_url.partition(":")[0].partition("+")[0].lower() in ("postgresql", "postgres")
+
+
+def _orders_for(queue_url: str) -> Orders:
+    """Orders in PostgreSQL when the outbox is there (the transactional outbox), else in
+    memory."""
+    if not uses_postgres(queue_url):
+        return Orders()
+    from .database_orders import DatabaseOrders
+
+    return DatabaseOrders(queue_url)
 
 
 def _shop() -> Shop:
@@ -362,9 +397,16 @@ def _checkout_form() -> tuple[tuple[Line, ...], dict[str, str]] | Response:
     return lines, form
 
 
-def _remember(order: Order) -> None:
+def _remember(order: Order, event: Event | None = None) -> None:
+    """The order is this session's; with what became of its checkout event, for its
+    thank-you page to say (the page tracks nothing itself)."""
     session.pop("cart", None)
     session["orders"] = [*session.get("orders", [])[-19:], order.id]
+    if event is not None:
+        told = session.get("outcomes", {})
+        skipped = event.skipped.value if event.skipped is not None else None
+        told = {**dict(list(told.items())[-19:]), order.id: [event.outcome, skipped]}
+        session["outcomes"] = told
 
 
 @shop.post("/checkout")
@@ -373,11 +415,13 @@ def checkout() -> str | Response:
     if isinstance(checked, Response):
         return checked
     lines, form = checked
-    order = _shop().orders.place(lines, **form)
-    _remember(order)
-    # Tracked here, so the Conversions API hears of the sale even if the browser never
-    # reaches the thank-you page (closed tab, blocked tag).
-    _track_checkout(order)
+    # Tracked where the order is created, so the Conversions API hears of the sale even if
+    # the browser never reaches the thank-you page (closed tab, failed redirect, blocked tag).
+    # On PostgreSQL the event is written in the order's own transaction: both commit, or
+    # neither does (a crash in between can lose neither the conversion nor invent one).
+    with _shop().orders.placing(lines, **form) as (order, transaction):
+        event = _track_checkout(order, transaction=transaction)
+    _remember(order, event)
     return redirect(url_for("shop.thanks", order_id=order.id), 303)
 
 
@@ -387,14 +431,16 @@ def thanks(order_id: str) -> str:
     # Only the session that placed the order may see it: the page repeats what was bought.
     if order is None or order_id not in session.get("orders", []):
         abort(404)
-    if order.hosted:
-        # The webhook tracked the sale; this page only fires the tag, with the same event_id.
-        if not _shop().orders.is_paid(order.id):
-            abort(404)
-        return render_template("thanks.html", order=order, event=_tag_only_checkout(order))
-    # The same order gives the same event_id ("checkout-A-1001"); the outbox already holds it,
-    # so a reload re-renders the tag call without queueing a second CAPI event.
-    event = _track_checkout(order)
+    if order.hosted and not _shop().orders.is_paid(order.id):
+        abort(404)
+    # The sale was tracked where the order was placed (or by the payment webhook): this page
+    # only fires the tag, with the same event_id ("checkout-A-1001"), as often as it is shown,
+    # and says what became of the server's copy then.
+    event = _tag_only_checkout(order)
+    outcome, skipped = session.get("outcomes", {}).get(order.id, [None, None])
+    if outcome is not None:
+        reason = SkipReason(skipped) if skipped else None
+        event = dataclasses.replace(event, outcome=outcome, skipped=reason)
     return render_template("thanks.html", order=order, event=event)
 
 
@@ -420,9 +466,13 @@ def _customer(order: Order) -> dict[str, str]:
     }
 
 
-def _track_checkout(order: Order, visitor: str | None = None) -> Event:
+def _track_checkout(order: Order, visitor: str | None = None, transaction: Any = None) -> Event:
     return _shop().kit.track(
-        "checkout", user=_customer(order), visitor=visitor, **_checkout_data(order)
+        "checkout",
+        user=_customer(order),
+        visitor=visitor,
+        session=transaction,
+        **_checkout_data(order),
     )
 
 
@@ -502,8 +552,9 @@ def payment_webhook() -> Response:
     if order is None:
         abort(404)
     token = (payload.get("metadata") or {}).get("dedupkit")
-    _track_checkout(order, visitor=token)
-    _shop().orders.mark_paid(order.id)
+    # Paid and tracked in one transaction on PostgreSQL.
+    with _shop().orders.paying(order.id) as transaction:
+        _track_checkout(order, visitor=token, transaction=transaction)
     return Response(status=204)
 
 

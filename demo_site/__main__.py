@@ -1,5 +1,8 @@
 """``python -m demo_site [--host HOST] [--port PORT]``: the shop and a fake Pinterest, offline.
 
+With ``DEDUPKIT_QUEUE_URL=postgresql+psycopg://…`` in the environment the orders and the
+outbox live in that PostgreSQL database, and each order's conversion commits with it.
+
 Host and port default to ``DEMO_HOST`` / ``DEMO_PORT`` from the environment, else
 127.0.0.1:5000 (``PORT=5001 make demo`` passes ``--port``). The fake Pinterest listens on a
 free loopback port. A port already taken is said in one line, with how to pick another,
@@ -19,11 +22,12 @@ from pathlib import Path
 
 from werkzeug.serving import run_simple
 
+from dedupkit.settings import redacted_url
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 from dedupkit.testing.blockers import typical_blockers
 
-from . import QUEUE_FILE, create_app, dashboard_path
+from . import QUEUE_FILE, create_app, dashboard_path, uses_postgres
 
 
 def _exit(signum: int, frame: object) -> None:
@@ -93,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     app = None
     try:
         app = create_app({"DEMO_FAKE_PINTEREST": fake})
-        # The fake starts empty and order ids start again at A-1001: a queue left by an
-        # earlier run would hold those event ids already and swallow the new events.
-        for suffix in ("", "-wal", "-shm"):
-            Path(app.instance_path, QUEUE_FILE + suffix).unlink(missing_ok=True)
+        queue_url = app.config["DEDUPKIT_QUEUE_URL"]
+        if not uses_postgres(queue_url):
+            # The fake starts empty and order ids start again at A-1001: a queue left by an
+            # earlier run would hold those event ids already and swallow the new events.
+            # (On PostgreSQL the orders are kept too, and their numbers go on.)
+            for suffix in ("", "-wal", "-shm"):
+                Path(app.instance_path, QUEUE_FILE + suffix).unlink(missing_ok=True)
 
         shop = f"http://{args.host}:{args.port}"
         ledger = dashboard_path(app)
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  what Pinterest saw    {shop}/pinterest",
             *([f"  dedup ledger          {shop}{ledger}"] if ledger else []),
             f"  fake Pinterest        {fake.base_url}  (state: {fake.base_url}/_fake/state)",
-            f"  queue                 {app.config['DEDUPKIT_QUEUE_URL']}",
+            f"  queue                 {redacted_url(queue_url)}",
             *(
                 []
                 if args.no_tag_blockers

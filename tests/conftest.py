@@ -17,6 +17,7 @@ from dedupkit.testing import FakePinterest
 
 from .support.agents import CHROME_UA
 from .support.browser import chromium
+from .support.postgres_server import PostgresServer, running_postgres_server
 from .support.redis_server import RedisServer, running_redis_server
 
 AD_ACCOUNT_ID = "549764982399"
@@ -100,3 +101,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """A real redis-server on a free loopback port, for the whole session."""
     with running_redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on a free loopback port, for the whole session (initdb costs
+    seconds: tests share it and keep apart by database or by account)."""
+    with running_postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A database of the session's server that tests share, each with accounts of its own."""
+    return postgres_server.new_database()

@@ -91,7 +91,7 @@ def test_a_redis_queue_without_the_extra_fails_at_init_app_not_at_track(
 @pytest.mark.parametrize(
     ("url", "fix"),
     [
-        ("postgres://db/x", "unknown scheme 'postgres'"),
+        ("mysql://db/x", "unknown scheme 'mysql'"),
         ("outbox.sqlite3", "no scheme"),
         ("sqlite://host/outbox.sqlite3", "sqlite:////absolute/path"),
     ],

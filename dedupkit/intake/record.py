@@ -100,10 +100,14 @@ class Submission:
     must_store: bool = False
 
 
-def record(state: State, submission: Submission, visitor: Visitor | None) -> Recorded:
+def record(
+    state: State, submission: Submission, visitor: Visitor | None, *, transaction: Any = None
+) -> Recorded:
     """Build, check and store one event; the only way an event enters the outbox.
 
     :param visitor: the request's visitor, ``None`` outside a request (a worker, a webhook).
+    :param transaction: a SQLAlchemy session or connection to store the event in (see
+        :meth:`State.store_in`); ``None`` stores it on its own.
     :raises UnknownEventName: for a name that is no Pinterest, custom or advertiser event.
     :raises EventNotAllowed: for a browser-reported event outside ``BROWSER_EVENTS`` that
         carries no ticket; :class:`~dedupkit.intake.tickets.TicketRefused` for a ticket that is
@@ -166,7 +170,10 @@ def record(state: State, submission: Submission, visitor: Visitor | None) -> Rec
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
-    stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
+    if transaction is not None:
+        stored = state.store_in(transaction, payload, tag=submission.tag)
+    else:
+        stored = state.store(payload, tag=submission.tag, must_keep=submission.must_store)
     return _recorded(event, _OUTCOMES[stored])
 
 

@@ -14,6 +14,9 @@ from .base import OutboxStats as OutboxStats
 from .base import Pause as Pause
 from .sqlite import SQLiteOutbox as SQLiteOutbox
 
+#: URL schemes (before any ``+driver``) of a PostgreSQL outbox.
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
 __all__ = [
     "Claimed",
     "DeadLetter",
@@ -32,11 +35,13 @@ def open_outbox(url: str, *, namespace: str | None = None, account: str | None =
 
     ``sqlite:///relative/path`` and ``sqlite:////absolute/path`` (SQLAlchemy's spelling) open
     a :class:`SQLiteOutbox`; ``redis://`` and ``rediss://`` a ``RedisOutbox``, which needs the
-    ``flask-dedupkit[redis]`` extra.
+    ``flask-dedupkit[redis]`` extra; ``postgresql+psycopg://`` (also ``postgresql://``) a
+    ``PostgresOutbox``, which needs the ``flask-dedupkit[postgres]`` extra.
 
-    :param namespace: the prefix of a Redis outbox's keys, so that several shops share one
-        Redis database without seeing each other's events (``"dedupkit"`` when ``None``). A
-        SQLite file belongs to one shop: it ignores the namespace.
+    :param namespace: the prefix of a Redis outbox's keys, or the account of a PostgreSQL
+        outbox's rows, so that several shops share one database without seeing each other's
+        events (``"dedupkit"`` when ``None``). A SQLite file belongs to one shop: it ignores
+        the namespace.
 
     :param account: the ad account of the process: the outbox is bound to it (see
         :class:`SQLiteOutbox`), stamps it on every event and claims only its events.
@@ -60,8 +65,15 @@ def open_outbox(url: str, *, namespace: str | None = None, account: str | None =
         if namespace is None:
             return RedisOutbox(url, account=account)
         return RedisOutbox(url, namespace=namespace, account=account)
+    if scheme.partition("+")[0] in POSTGRES_SCHEMES:
+        from .postgres import PostgresOutbox
+
+        if namespace is None:
+            return PostgresOutbox(url, account=account)
+        return PostgresOutbox(url, namespace=namespace, account=account)
     # Only the scheme is quoted: the rest of the URL may hold a password.
     problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
     raise ConfigurationError(
-        f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file or redis://host:port/db"
+        f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file, redis://host:port/db "
+        "or postgresql+psycopg://user:password@host:5432/database"
     )

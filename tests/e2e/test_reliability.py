@@ -1,4 +1,5 @@
-"""Delivery with real sender processes sharing one outbox (SQLite or Redis), some killed."""
+"""Delivery with real sender processes sharing one outbox (SQLite, Redis or PostgreSQL), some
+killed."""
 
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite3"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def queue_url(request: pytest.FixtureRequest, db: Path) -> str:
-    """One outbox the senders share: a SQLite file on this host, or Redis for several."""
+    """One outbox the senders share: a SQLite file on this host, or Redis or PostgreSQL (a
+    database of its own) for several."""
     if request.param == "sqlite":
         return f"sqlite:///{db}"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_server").new_database())
     server = request.getfixturevalue("redis_server")
     with redis.Redis.from_url(server.url) as client:
         client.flushall()

@@ -1,4 +1,5 @@
-"""The Outbox contract (dedupkit/outbox/base.py), held against SQLite and a real Redis alike.
+"""The Outbox contract (dedupkit/outbox/base.py), held against SQLite, a real Redis and a real
+PostgreSQL alike.
 
 ``box`` and ``other`` are two outboxes on the same store, as two processes or hosts open it.
 Backend-specific behaviour lives in test_outbox_sqlite.py and test_outbox_redis.py.
@@ -29,15 +30,25 @@ T0 = 1_750_000_000.0
 Opener = Callable[..., Outbox]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def open_box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens outboxes on one fresh store: a SQLite file, or a Redis namespace of its own."""
+    """Opens outboxes on one fresh store: a SQLite file, or a Redis or PostgreSQL namespace of
+    its own."""
     opened: list[Outbox] = []
     if request.param == "sqlite":
         path = tmp_path / "outbox.sqlite3"
 
         def make(account: str | None = None) -> Outbox:
             return SQLiteOutbox(path, account=account)
+
+    elif request.param == "postgres":
+        from dedupkit.outbox.postgres import PostgresOutbox
+
+        database = request.getfixturevalue("postgres_url")
+        partition = f"contract-{uuid.uuid4().hex}"
+
+        def make(account: str | None = None) -> Outbox:
+            return PostgresOutbox(database, namespace=partition, account=account)
 
     else:
         from dedupkit.outbox.redis import RedisOutbox

@@ -306,7 +306,7 @@ def test_a_sqlite_file_ignores_the_namespace(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "match"),
     [
-        ("postgres://user:secret@db/shop", "unknown scheme 'postgres'"),
+        ("mysql://user:secret@db/shop", "unknown scheme 'mysql'"),
         ("outbox.sqlite3", "no scheme"),
         ("sqlite://", "sqlite:///relative/path"),
         ("sqlite://host/outbox.db", "no host"),

@@ -1,8 +1,8 @@
 """One dedupkit sender in its own process, for the reliability tests.
 
 ``python -m tests.support.sender_process QUEUE_URL API_BASE_URL [options]`` prints ``ready`` once
-it runs, delivers from the outbox at ``QUEUE_URL`` (SQLite or Redis) until SIGTERM (or a kill),
-then prints ``sent N``: how many events Pinterest reported as processed to this process.
+it runs, delivers from the outbox at ``QUEUE_URL`` (SQLite, Redis or PostgreSQL) until SIGTERM
+(or a kill), then prints ``sent N``: how many events Pinterest reported as processed to it.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flush-interval", type=float, default=0.05)
     parser.add_argument("--max-idle", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--namespace", default=None, help="a Redis prefix or PostgreSQL account")
     args = parser.parse_args(argv)
 
-    outbox = open_outbox(args.queue_url)
+    outbox = open_outbox(args.queue_url, namespace=args.namespace)
     client = CountingClient(
         CapiClient(
             ad_account_id=args.ad_account_id,
