@@ -27,6 +27,7 @@ from flask import Request
 
 from .errors import ConfigurationError
 from .event.limits import MAX_BATCH_SIZE
+from .queue_url import parse_queue_url
 from .ratelimit import parse_rate
 from .redaction import redacted_url as redacted_url
 
@@ -525,8 +526,9 @@ def _check_metrics_client() -> None:
 
 
 def _check_queue_url(url: str) -> None:
-    scheme = url.partition(":")[0].lower()
-    if scheme in ("redis", "rediss"):
+    # Checked here rather than when the outbox first opens: at the first track().
+    kind = parse_queue_url(url).kind
+    if kind == "redis":
         try:
             import redis  # noqa: F401
         except ImportError:
@@ -534,22 +536,8 @@ def _check_queue_url(url: str) -> None:
                 "DEDUPKIT_QUEUE_URL is a Redis URL but the redis client is not installed: "
                 "pip install 'flask-dedupkit[redis]'"
             ) from None
-    elif scheme.partition("+")[0] in ("postgresql", "postgres"):
+    elif kind == "postgresql":
         _check_postgres_url(url)
-    elif scheme == "sqlite":
-        # Checked here rather than when the outbox first opens: at the first track().
-        parts = urlsplit(url)
-        if parts.netloc or not parts.path[1:] or parts.query or parts.fragment:
-            raise ConfigurationError(
-                "DEDUPKIT_QUEUE_URL: a SQLite outbox URL is sqlite:///relative/path or "
-                "sqlite:////absolute/path, with no host and no query"
-            )
-    else:
-        problem = f"unknown scheme {scheme!r}" if ":" in url else "no scheme"
-        raise ConfigurationError(
-            f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file, "
-            "redis://host:port/db or postgresql+psycopg://user:password@host:5432/database"
-        )
 
 
 def _check_postgres_url(url: str) -> None:

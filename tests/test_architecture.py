@@ -116,7 +116,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     for row in (
         "errors signals vocabulary logs spec redaction",
         "event",
-        "settings signing ratelimit",
+        "settings signing ratelimit queue_url",
         "outbox",
         "delivery",
         "state",

@@ -54,7 +54,8 @@ class Event:
     partner_name: str | None = field(default=None, repr=False)
     #: What :meth:`~dedupkit.DedupKit.track` did with it on the API channel: ``"queued"``,
     #: ``"duplicate"``, ``"skipped"``, ``"kept_in_memory"`` or ``"disabled"`` (a
-    #: :class:`~dedupkit.intake.record.Outcome`, a ``str`` enum); ``None`` for an event only built.
+    #: :class:`~dedupkit.intake.record.IntakeOutcome`, a ``str`` enum); ``None`` for an event
+    #: only built.
     outcome: str | None = field(default=None, compare=False)
     #: Why it was not sent, when ``outcome == "skipped"``: ``"bot"``, ``"no_consent"``,
     #: ``"no_identity"`` or ``"gpc_opt_out"``.

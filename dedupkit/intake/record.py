@@ -34,7 +34,7 @@ logger = logging.getLogger("dedupkit")
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
 
-class Outcome(str, enum.Enum):
+class IntakeOutcome(str, enum.Enum):
     """What became of a recorded event; also :attr:`dedupkit.event.Event.outcome`."""
 
     QUEUED = "queued"
@@ -56,7 +56,7 @@ class Recorded:
     """The event as built (for the tag) and what became of it on the API channel."""
 
     event: Event
-    outcome: Outcome
+    outcome: IntakeOutcome
     reason: SkipReason | None = None
 
     @property
@@ -156,7 +156,7 @@ def record(
     if submission.ticket is not None:
         _check_ticket(state, submission.ticket, event)
     if not state.enabled:
-        return _recorded(event, Outcome.DISABLED)
+        return _recorded(event, IntakeOutcome.DISABLED)
     reason = (
         SkipReason.GPC_OPT_OUT
         if treatment is privacy.Treatment.OPT_OUT
@@ -166,7 +166,7 @@ def record(
         state.record_skip(
             reason, event_name=event.capi_name, event_id=event.event_id, tag=submission.tag
         )
-        return _recorded(event, Outcome.SKIPPED, reason)
+        return _recorded(event, IntakeOutcome.SKIPPED, reason)
     # Nothing Pinterest would refuse enters a batch: one such event fails the whole request.
     payload = event.to_capi()
     check_capi_event(payload)
@@ -177,7 +177,7 @@ def record(
     return _recorded(event, _OUTCOMES[stored])
 
 
-def _recorded(event: Event, outcome: Outcome, reason: SkipReason | None = None) -> Recorded:
+def _recorded(event: Event, outcome: IntakeOutcome, reason: SkipReason | None = None) -> Recorded:
     # The caller of kit.track() gets the event back: it says what became of it.
     told = dataclasses.replace(event, outcome=outcome, skipped=reason)
     return Recorded(told, outcome, reason)
@@ -193,9 +193,9 @@ def _check_ticket(state: State, ticket: str, event: Event) -> None:
 
 
 _OUTCOMES = {
-    Stored.QUEUED: Outcome.QUEUED,
-    Stored.DUPLICATE: Outcome.DUPLICATE,
-    Stored.KEPT_IN_MEMORY: Outcome.KEPT_IN_MEMORY,
+    Stored.QUEUED: IntakeOutcome.QUEUED,
+    Stored.DUPLICATE: IntakeOutcome.DUPLICATE,
+    Stored.KEPT_IN_MEMORY: IntakeOutcome.KEPT_IN_MEMORY,
 }
 
 

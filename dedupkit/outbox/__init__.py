@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from ..errors import ConfigurationError
+from ..queue_url import parse_queue_url
 from .base import Claimed as Claimed
 from .base import DeadLetter as DeadLetter
 from .base import EntryState as EntryState
@@ -13,9 +11,6 @@ from .base import Outbox as Outbox
 from .base import OutboxStats as OutboxStats
 from .base import Pause as Pause
 from .sqlite import SQLiteOutbox as SQLiteOutbox
-
-#: URL schemes (before any ``+driver``) of a PostgreSQL outbox.
-POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 __all__ = [
     "Claimed",
@@ -48,32 +43,18 @@ def open_outbox(url: str, *, namespace: str | None = None, account: str | None =
 
     :raises ConfigurationError: for an unknown scheme or a SQLite URL without a path.
     """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        # urlsplit keeps one "/" of "sqlite:///x" before a relative path, two of "sqlite:////x".
-        path = parts.path[1:]
-        if parts.netloc or not path or parts.query or parts.fragment:
-            raise ConfigurationError(
-                "DEDUPKIT_QUEUE_URL: a SQLite outbox URL is sqlite:///relative/path or "
-                "sqlite:////absolute/path, with no host and no query"
-            )
-        return SQLiteOutbox(path, account=account)
-    if scheme in ("redis", "rediss"):
+    location = parse_queue_url(url)
+    if location.kind == "sqlite":
+        assert location.path is not None
+        return SQLiteOutbox(location.path, account=account)
+    if location.kind == "redis":
         from .redis import RedisOutbox
 
         if namespace is None:
             return RedisOutbox(url, account=account)
         return RedisOutbox(url, namespace=namespace, account=account)
-    if scheme.partition("+")[0] in POSTGRES_SCHEMES:
-        from .postgres import PostgresOutbox
+    from .postgres import PostgresOutbox
 
-        if namespace is None:
-            return PostgresOutbox(url, account=account)
-        return PostgresOutbox(url, namespace=namespace, account=account)
-    # Only the scheme is quoted: the rest of the URL may hold a password.
-    problem = f"unknown scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-    raise ConfigurationError(
-        f"DEDUPKIT_QUEUE_URL has {problem}; use sqlite:///path/to/file, redis://host:port/db "
-        "or postgresql+psycopg://user:password@host:5432/database"
-    )
+    if namespace is None:
+        return PostgresOutbox(url, account=account)
+    return PostgresOutbox(url, namespace=namespace, account=account)

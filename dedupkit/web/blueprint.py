@@ -21,7 +21,7 @@ from ..errors import BeaconRefused, EventNotAllowed, InvalidEvent
 from ..event.page_url import MAX_INPUT_LENGTH
 from ..intake.beacon import MAX_BODY_BYTES, parse_beacon
 from ..intake.evidence import is_evidence, record_evidence, tag_flag
-from ..intake.record import Outcome, Submission, current_visitor, record, set_click_id_cookie
+from ..intake.record import IntakeOutcome, Submission, current_visitor, record, set_click_id_cookie
 from ..intake.visitor import clean_click_id, client_ip
 from ..ledger import metrics
 from ..ledger.page import debug as ledger_view
@@ -108,7 +108,7 @@ def events() -> Response:
         _reject(403, str(exc))
     except InvalidEvent as exc:
         _reject(400, str(exc))
-    if submission.ticket is not None and recorded.outcome is Outcome.DUPLICATE:
+    if submission.ticket is not None and recorded.outcome is IntakeOutcome.DUPLICATE:
         # One ticket, one conversion: a replay is refused, and nothing more was queued.
         _reject(409, f"ticket already used: event {recorded.event.event_id!r} is recorded once")
     response = _with_cors(jsonify(status=recorded.status, event_id=recorded.event.event_id))

@@ -10,7 +10,7 @@ from flask import Flask
 
 from dedupkit.errors import ConfigurationError
 from dedupkit.event.model import Event
-from dedupkit.intake.record import Outcome
+from dedupkit.intake.record import IntakeOutcome
 from dedupkit.state import get_state
 from dedupkit.vocabulary import SkipReason
 
@@ -34,7 +34,7 @@ def track_as(app: Flask, user_agent: str, order_id: str) -> Event:
 def test_track_says_a_bots_event_was_skipped_and_why(app: Flask) -> None:
     event = track_as(app, CURL, "B-1")
 
-    assert event.outcome == "skipped" and event.outcome is Outcome.SKIPPED
+    assert event.outcome == "skipped" and event.outcome is IntakeOutcome.SKIPPED
     assert event.skipped == "bot" and event.skipped is SkipReason.BOT
     assert f"{event.outcome}: {event.skipped}" == "skipped: bot"
     assert queued(app) == []

@@ -9,7 +9,7 @@ from flask import Flask
 
 from dedupkit import InvalidEvent, UnknownEventName
 from dedupkit.errors import EventNotAllowed
-from dedupkit.intake.record import Outcome, Recorded, Submission, current_visitor, record
+from dedupkit.intake.record import IntakeOutcome, Recorded, Submission, current_visitor, record
 from dedupkit.intake.tickets import TicketRefused
 from dedupkit.state import get_state
 
@@ -28,7 +28,7 @@ def test_a_shoppers_checkout_is_queued_once_and_a_repeat_is_a_duplicate(app: Fla
     checkout = Submission("checkout", {"order_id": "A-1", "value": "9.50", "currency": "USD"})
     first = record_in_request(app, checkout)
     second = record_in_request(app, checkout)
-    assert (first.outcome, second.outcome) == (Outcome.QUEUED, Outcome.DUPLICATE)
+    assert (first.outcome, second.outcome) == (IntakeOutcome.QUEUED, IntakeOutcome.DUPLICATE)
     assert first.event.event_id == second.event.event_id == "checkout-A-1"
     [payload] = queued(app)
     assert payload["event_name"] == "checkout"
@@ -44,7 +44,7 @@ def test_the_name_is_resolved_once_in_either_spelling(app: Flask) -> None:
 
 def test_a_bot_is_skipped_with_its_reason_and_nothing_is_queued(app: Flask) -> None:
     recorded = record_in_request(app, Submission("page_visit"), headers={"User-Agent": GOOGLEBOT})
-    assert (recorded.outcome, recorded.status) == (Outcome.SKIPPED, "skipped: bot")
+    assert (recorded.outcome, recorded.status) == (IntakeOutcome.SKIPPED, "skipped: bot")
     assert queued(app) == []
 
 
@@ -61,7 +61,7 @@ def test_a_refused_consent_skips_the_event(make_app: AppFactory) -> None:
             "Cookie": "_dedupkit_consent=1",
         },
     )
-    assert granted.outcome is Outcome.QUEUED
+    assert granted.outcome is IntakeOutcome.QUEUED
 
 
 def test_gpc_with_opt_out_skips_on_the_api_channel(make_app: AppFactory) -> None:
@@ -74,7 +74,7 @@ def test_gpc_with_opt_out_skips_on_the_api_channel(make_app: AppFactory) -> None
 def test_a_disabled_kit_builds_the_event_but_stores_nothing(make_app: AppFactory) -> None:
     app = make_app(ENABLED=False)
     recorded = record_in_request(app, Submission("checkout", {"order_id": "A-2"}))
-    assert recorded.outcome is Outcome.DISABLED
+    assert recorded.outcome is IntakeOutcome.DISABLED
     assert recorded.event.event_id == "checkout-A-2"
 
 
