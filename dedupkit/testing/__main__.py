@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 from .fake import FakePinterest
 
+#: A tag id to paste (the fake accepts any string of digits).
+SUGGESTED_TAG_ID = "2612345678901"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -41,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pixel_url     {fake.pixel_url}", flush=True)
             print(f"token         {fake.token}", flush=True)
             print(f"ad_account_id {fake.ad_account_id}", flush=True)
+            # The fake takes any tag id; this is the one the README's Quickstart pastes.
+            print(f"tag_id        {SUGGESTED_TAG_ID}", flush=True)
             print(f"state         {fake.base_url}/_fake/state", flush=True)
             print("Ctrl-C to stop.", flush=True)
             threading.Event().wait()

@@ -33,7 +33,9 @@ README = (ROOT / "README.md").read_text("utf-8")
 #: The ports the README prints.
 FAKE_PORT, SHOP_PORT = "8765", "5000"
 #: A setting ``python -m dedupkit.testing`` prints: ``api_base_url  http://…``.
-PRINTED = re.compile(r"^(api_base_url|pintrk_src|pixel_url|token|ad_account_id) +(\S+)$", re.M)
+PRINTED = re.compile(
+    r"^(api_base_url|pintrk_src|pixel_url|token|ad_account_id|tag_id) +(\S+)$", re.M
+)
 
 
 def quickstart() -> str:
@@ -150,7 +152,14 @@ def test_the_quickstart_pairs_a_checkout_on_the_fake(tmp_path: Path, browser: An
         assert fake_ready, fake_log.read_text()
         # The settings the reader pastes are the ones the fake printed when it started.
         printed = dict(PRINTED.findall(fake_log.read_text()))
-        assert set(printed) == {"api_base_url", "pintrk_src", "pixel_url", "token", "ad_account_id"}
+        assert set(printed) == {
+            "api_base_url",
+            "pintrk_src",
+            "pixel_url",
+            "token",
+            "ad_account_id",
+            "tag_id",
+        }
         for name, value in printed.items():
             key = "CONVERSION_TOKEN" if name == "token" else name.upper()
             assert f"DEDUPKIT_{key}={value}" in shop_block
