@@ -28,7 +28,8 @@ $(DEMO_STAMP): pyproject.toml
 ## (another port: PORT=5001 make demo)
 ## (on PostgreSQL: DEDUPKIT_QUEUE_URL=postgresql+psycopg://user@host/db make demo)
 demo: $(DEMO_STAMP)
-	$(if $(findstring postgres,$(DEDUPKIT_QUEUE_URL)),$(BIN)/python -m pip install -q -e '.[testing,postgres]')
+	@# The shell decides: a comma inside make's "if" function would end its argument.
+	@case "$$DEDUPKIT_QUEUE_URL" in postgres*) $(BIN)/python -m pip install -q -e '.[testing,postgres]';; esac
 	$(BIN)/python -m demo_site $(if $(PORT),--port $(PORT))
 
 ## test: system packages (Chromium, redis-server, PostgreSQL) when we can install them, then the whole suite

@@ -410,3 +410,27 @@ def test_the_thank_you_page_says_a_bots_event_was_skipped_and_how_to_count_it(
     assert '(bot: <code>event.skipped == "bot"</code>)' in html
     assert "DEDUPKIT_BOT_FILTER = False" in html
     assert queued_total(app) == 0
+
+
+@pytest.mark.parametrize("queue_url", ["", "postgresql+psycopg://shop@127.0.0.1/shop"])
+def test_make_demo_runs_commands_the_shell_can_read(queue_url: str) -> None:
+    # `make demo` is a newcomer's first command: every line it would run must parse, with and
+    # without the PostgreSQL switch (a comma inside make's $(if …) once split one in two).
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DEDUPKIT_QUEUE_URL": queue_url}
+    planned = subprocess.run(
+        ["make", "-n", "-W", ".venv/.demo-installed", "demo", "PORT=5099"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.splitlines()
+    assert any("-m demo_site --port 5099" in line for line in planned)
+    for line in planned:
+        parsed = subprocess.run(["sh", "-n", "-c", line], capture_output=True, text=True)
+        assert parsed.returncode == 0, (line, parsed.stderr)
