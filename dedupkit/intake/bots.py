@@ -29,7 +29,7 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.resources import files
 from typing import NamedTuple
 
@@ -301,10 +301,12 @@ def _split_lookbehinds(pattern: str) -> str:
     return "".join(out)
 
 
-def _group_end(pattern: str, start: int) -> int:
+def _structure(pattern: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, character, group depth after it)`` of each ``(``, ``)`` and ``|`` of
+    ``pattern`` from ``start``, skipping escapes and character classes."""
     depth = 0
-    i = start
     in_class = False
+    i = start
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
@@ -314,13 +316,17 @@ def _group_end(pattern: str, start: int) -> int:
             in_class = char != "]"
         elif char == "[":
             in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        elif char in "()|":
+            depth += 1 if char == "(" else -1 if char == ")" else 0
+            yield i, char, depth
         i += 1
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """The index of the ``)`` that closes the group opening at ``start``."""
+    for i, char, depth in _structure(pattern, start):
+        if char == ")" and depth == 0:
+            return i
     return len(pattern) - 1
 
 
@@ -549,26 +555,11 @@ _MAX_VARIANTS = 32
 def _split_alternatives(pattern: str) -> list[str]:
     """Split ``pattern`` on its top-level ``|`` (not inside groups or character classes)."""
     parts: list[str] = []
-    depth = 0
-    in_class = False
-    start = i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
+    start = 0
+    for i, char, depth in _structure(pattern):
+        if char == "|" and depth == 0:
             parts.append(pattern[start:i])
             start = i + 1
-        i += 1
     parts.append(pattern[start:])
     return parts
 
