@@ -164,6 +164,27 @@ def summary_of(payload: Mapping[str, Any]) -> tuple[str, float | None, str | Non
     return "," + ",".join(keys) + ",", value, currency
 
 
+def parse_row_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
+    """``(row id, claim number or None)`` of each well-formed ``"<row>[:<claim>]"`` id of a
+    SQL outbox; the others (not digits, or past a 64-bit row id) are ignored."""
+    parsed: list[tuple[int, int | None]] = []
+    for item in ids:
+        row, sep, claim = str(item).partition(":")
+        if row.isdigit() and (claim.isdigit() if sep else True) and len(row) < 19:
+            parsed.append((int(row), int(claim) if sep and len(claim) < 10 else None))
+    return parsed
+
+
+def device_labels_by_row(devices: Mapping[str, str] | None) -> dict[int, str]:
+    """The device labels of ``ack(devices=…)`` by row id, each cut to its limit."""
+    labels: dict[int, str] = {}
+    for item, label in (devices or {}).items():
+        parsed = parse_row_ids([item])
+        if parsed and isinstance(label, str) and label:
+            labels[parsed[0][0]] = label[:MAX_DEVICE_LENGTH]
+    return labels
+
+
 def lag_bucket(lag: float) -> int:
     """The index in :data:`LAG_BUCKETS` of the first bound ``lag`` fits under (its length
     for longer lags, the ``+Inf`` bucket)."""

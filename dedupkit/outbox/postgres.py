@@ -43,7 +43,6 @@ from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
-    MAX_DEVICE_LENGTH,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
     TOTALS,
@@ -56,10 +55,12 @@ from .base import (
     Pause,
     Skip,
     as_offline_text,
+    device_labels_by_row,
     event_time_of,
     foreign_outbox,
     lag_bucket,
     ledger_entry,
+    parse_row_ids,
     stored_entry,
     summary_of,
 )
@@ -473,11 +474,11 @@ class PostgresOutbox:
     ) -> None:
         """Mark entries delivered, from any claim of them (even over a dead letter), and count
         their lags; keep each one's device label from ``devices``."""
-        rows = sorted({row for row, _ in _parse_ids(ids)})
+        rows = sorted({row for row, _ in parse_row_ids(ids)})
         if not rows:
             return
         now = time.time()
-        labels = _labels_by_row(devices)
+        labels = device_labels_by_row(devices)
         params = {
             "namespace": self.namespace,
             "now": now,
@@ -502,7 +503,7 @@ class PostgresOutbox:
     ) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count.
         Unsent ones (``sent=False``) count no attempt and no delivery error."""
-        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        claims = [(row, claim) for row, claim in parse_row_ids(ids) if claim is not None]
         if not claims:
             return
         now = time.time()
@@ -523,7 +524,7 @@ class PostgresOutbox:
         self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
     ) -> None:
         """Dead-letter entries with ``reason``; only ids of their current claim count."""
-        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        claims = [(row, claim) for row, claim in parse_row_ids(ids) if claim is not None]
         if not claims:
             return
         now = _now(now)
@@ -727,7 +728,7 @@ class PostgresOutbox:
     ) -> int:
         """Make dead letters pending again (all when ``ids`` is None); see the protocol."""
         now = _now(now)
-        rows = None if ids is None else sorted({row for row, _ in _parse_ids(ids)})
+        rows = None if ids is None else sorted({row for row, _ in parse_row_ids(ids)})
         if rows == []:
             return 0
         params: dict[str, Any] = {"namespace": self.namespace, "now": now, "ids": rows}
@@ -927,31 +928,11 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
     )
 
 
-def _labels_by_row(devices: Mapping[str, str] | None) -> dict[int, str]:
-    """The device labels of ``ack(devices=…)`` by row id, each cut to its limit."""
-    labels: dict[int, str] = {}
-    for item, label in (devices or {}).items():
-        parsed = _parse_ids([item])
-        if parsed and isinstance(label, str) and label:
-            labels[parsed[0][0]] = label[:MAX_DEVICE_LENGTH]
-    return labels
-
-
 def _errors_of(text: str | None) -> list[tuple[float, str]]:
     """Recent errors, oldest first."""
     if not text:
         return []
     return [(float(when), str(message)) for when, message in json.loads(text)]
-
-
-def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
-    """``(row id, claim number or None)`` of each well-formed id; the others are ignored."""
-    parsed: list[tuple[int, int | None]] = []
-    for item in ids:
-        row, sep, claim = str(item).partition(":")
-        if row.isdigit() and (claim.isdigit() if sep else True) and len(row) < 19:
-            parsed.append((int(row), int(claim) if sep and len(claim) < 10 else None))
-    return parsed
 
 
 def _now(now: float | None) -> float:

@@ -27,7 +27,6 @@ from .base import (
     EVIDENCE_KEPT,
     EVIDENCE_TTL,
     LAG_BUCKETS,
-    MAX_DEVICE_LENGTH,
     MAX_MESSAGE_LENGTH,
     SKIPS_KEPT,
     TOTALS,
@@ -40,10 +39,12 @@ from .base import (
     Pause,
     Skip,
     as_offline_text,
+    device_labels_by_row,
     event_time_of,
     foreign_outbox,
     lag_bucket,
     ledger_entry,
+    parse_row_ids,
     stored_entry,
     summary_of,
 )
@@ -384,8 +385,8 @@ class SQLiteOutbox:
     ) -> None:
         """Mark entries delivered, from any claim of them (even over a dead letter), and count
         their lags; keep each one's device label from ``devices``."""
-        labels = _labels_by_row(devices)
-        rows = [row for row, _ in _parse_ids(ids)]
+        labels = device_labels_by_row(devices)
+        rows = [row for row, _ in parse_row_ids(ids)]
         if not rows:
             return
         now = time.time()
@@ -410,7 +411,7 @@ class SQLiteOutbox:
         self, ids: Sequence[str], *, not_before: float, error: str, sent: bool = True
     ) -> None:
         """Give entries back, due at ``not_before``; only ids of their current claim count."""
-        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        claims = [(row, claim) for row, claim in parse_row_ids(ids) if claim is not None]
         if not claims:
             return
         now = time.time()
@@ -424,7 +425,7 @@ class SQLiteOutbox:
         self, ids: Sequence[str], *, reason: str, now: float | None = None, sent: bool = True
     ) -> None:
         """Dead-letter entries with ``reason``; only ids of their current claim count."""
-        claims = [(row, claim) for row, claim in _parse_ids(ids) if claim is not None]
+        claims = [(row, claim) for row, claim in parse_row_ids(ids) if claim is not None]
         if not claims:
             return
         now = _now(now)
@@ -604,7 +605,7 @@ class SQLiteOutbox:
         same transaction.
         """
         now = _now(now)
-        rows = None if ids is None else sorted({row for row, _ in _parse_ids(ids)})
+        rows = None if ids is None else sorted({row for row, _ in parse_row_ids(ids)})
         if rows == []:
             return 0
         with self._errors("replay the dead letters of"), self._transaction() as conn:
@@ -775,26 +776,6 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         tag=None if tag is None else bool(tag),
         device=device,
     )
-
-
-def _labels_by_row(devices: Mapping[str, str] | None) -> dict[int, str]:
-    """The device labels of ``ack(devices=…)`` by row id, each cut to its limit."""
-    labels: dict[int, str] = {}
-    for item, label in (devices or {}).items():
-        parsed = _parse_ids([item])
-        if parsed and isinstance(label, str) and label:
-            labels[parsed[0][0]] = label[:MAX_DEVICE_LENGTH]
-    return labels
-
-
-def _parse_ids(ids: Sequence[str]) -> list[tuple[int, int | None]]:
-    """``(rowid, claim number or None)`` of each well-formed id; the others are ignored."""
-    parsed: list[tuple[int, int | None]] = []
-    for item in ids:
-        row, sep, claim = str(item).partition(":")
-        if row.isdigit() and (claim.isdigit() if sep else True):
-            parsed.append((int(row), int(claim) if sep else None))
-    return parsed
 
 
 def _pause(until: float, info_text: Any) -> Pause:
