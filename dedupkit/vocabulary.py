@@ -9,23 +9,33 @@ member here is the only change needed for every surface to show it.
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
+
+_W = TypeVar("_W", bound="_Worded")
 
 
-class SkipReason(str, enum.Enum):
-    """Why an event was not sent to the Conversions API (the tag may still count it).
-
-    The ``LOST_*`` members are losses, not choices: see :attr:`is_loss`.
-    """
+class _Worded(str, enum.Enum):
+    """A ``str`` enum whose members are ``(stored value, label)``; the metric is the value."""
 
     label: str
     metric: str
 
-    def __new__(cls, value: str, label: str = "") -> SkipReason:
+    def __new__(cls: type[_W], value: str, label: str = "") -> _W:
         member = str.__new__(cls, value)
         member._value_ = value
         member.label = label
         member.metric = value
         return member
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class SkipReason(_Worded):
+    """Why an event was not sent to the Conversions API (the tag may still count it).
+
+    The ``LOST_*`` members are losses, not choices: see :attr:`is_loss`.
+    """
 
     NO_CONSENT = ("no_consent", "no consent")
     BOT = ("bot", "bot")
@@ -53,32 +63,14 @@ class SkipReason(str, enum.Enum):
         except ValueError:
             return value.replace("_", " ")
 
-    def __str__(self) -> str:
-        return str(self.value)
 
-
-class EventState(str, enum.Enum):
+class EventState(_Worded):
     """Where an event stored in the outbox is on its way to Pinterest."""
-
-    label: str
-    metric: str
-
-    def __new__(cls, value: str, label: str = "") -> EventState:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.label = label
-        member.metric = value
-        return member
 
     PENDING = ("pending", "pending")
     SENDING = ("sending", "being sent")
     DELIVERED = ("delivered", "delivered")
     DEAD = ("dead", "dead letter")
-    #: The name outboxes used before: the same member.
-    IN_FLIGHT = ("sending", "being sent")
-
-    def __str__(self) -> str:
-        return str(self.value)
 
 
 __all__ = ["EventState", "SkipReason"]

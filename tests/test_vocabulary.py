@@ -9,7 +9,7 @@ from flask import Flask
 
 from dedupkit.ledger import page as ledger
 from dedupkit.ledger import verdicts
-from dedupkit.outbox.base import EntryState, Skip
+from dedupkit.outbox.base import Skip
 from dedupkit.state import get_state
 from dedupkit.vocabulary import EventState, SkipReason
 
@@ -27,7 +27,6 @@ def test_members_have_labels_and_metric_names() -> None:
     for member in [*SkipReason, *EventState]:
         assert member.label and member.metric == member.value
     assert [s.value for s in EventState] == ["pending", "sending", "delivered", "dead"]
-    assert EntryState is EventState
     assert [r for r in SkipReason if r.is_loss] == [
         SkipReason.LOST_MEMORY_FULL,
         SkipReason.LOST_UNREADABLE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..queue_url import parse_queue_url
 from .base import Claimed as Claimed
 from .base import DeadLetter as DeadLetter
-from .base import EntryState as EntryState
 from .base import LedgerEntry as LedgerEntry
 from .base import Outbox as Outbox
 from .base import OutboxStats as OutboxStats
@@ -15,7 +14,6 @@ from .sqlite import SQLiteOutbox as SQLiteOutbox
 __all__ = [
     "Claimed",
     "DeadLetter",
-    "EntryState",
     "LedgerEntry",
     "Outbox",
     "OutboxStats",

@@ -42,10 +42,6 @@ DUPLICATE = "duplicate"
 TOTALS = ("queued", "delivered", "dead", "replayed", DUPLICATE)
 
 
-#: The states of a stored event: :class:`dedupkit.vocabulary.EventState` (the one vocabulary).
-EntryState = EventState
-
-
 # Not slotted: ``payload`` caches what it decodes in the instance's dict.
 @dataclass(frozen=True)
 class Claimed:
@@ -246,7 +242,7 @@ class LedgerEntry:
 
     event_name: str
     event_id: str
-    state: EntryState
+    state: EventState
     #: Requests that carried the event so far: failed ones, plus the one that delivered it or
     #: was refused (a reclaimed lease, or a credentials pause, is not an attempt).
     attempts: int
@@ -280,7 +276,7 @@ def ledger_entry(
     *,
     event_name: str,
     event_id: str,
-    state: EntryState,
+    state: EventState,
     attempts: int,
     event_time: float | None,
     updated_at: float,

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ConfigurationError, OutboxError
 from ..redaction import REDACTED, redact
+from ..vocabulary import EventState
 from .base import (
     DUPLICATE,
     EVIDENCE_KEPT,
@@ -48,7 +49,6 @@ from .base import (
     TOTALS,
     Claimed,
     DeadLetter,
-    EntryState,
     LedgerEntry,
     NewerOutbox,
     OutboxStats,
@@ -81,10 +81,10 @@ CONNECT_TIMEOUT = 2
 _SCHEMA_LOCK = 0x64656475  # "dedu"
 
 _STATES = {
-    Status.PENDING: EntryState.PENDING,
-    Status.IN_FLIGHT: EntryState.IN_FLIGHT,
-    Status.DELIVERED: EntryState.DELIVERED,
-    Status.DEAD: EntryState.DEAD,
+    Status.PENDING: EventState.PENDING,
+    Status.IN_FLIGHT: EventState.SENDING,
+    Status.DELIVERED: EventState.DELIVERED,
+    Status.DEAD: EventState.DEAD,
 }
 _PENDING, _IN_FLIGHT, _DELIVERED, _DEAD = (int(s) for s in Status)
 

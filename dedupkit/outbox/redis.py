@@ -59,6 +59,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigurationError, OutboxError
 from ..redaction import REDACTED, redact
+from ..vocabulary import EventState
 from .base import (
     DUPLICATE,
     EVIDENCE_KEPT,
@@ -70,7 +71,6 @@ from .base import (
     TOTALS,
     Claimed,
     DeadLetter,
-    EntryState,
     LedgerEntry,
     NewerOutbox,
     OutboxStats,
@@ -510,7 +510,7 @@ def _rows(flat: Sequence[Any]) -> list[LedgerEntry]:
                 payload,
                 event_name=name,
                 event_id=event_id,
-                state=EntryState(state),
+                state=EventState(state),
                 attempts=int(attempts or 0),
                 event_time=float(event_time) if event_time else None,
                 updated_at=float(score),

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..errors import OutboxError
+from ..vocabulary import EventState
 from .base import (
     DUPLICATE,
     EVIDENCE_KEPT,
@@ -32,7 +33,6 @@ from .base import (
     TOTALS,
     Claimed,
     DeadLetter,
-    EntryState,
     LedgerEntry,
     NewerOutbox,
     OutboxStats,
@@ -68,10 +68,10 @@ class _Status(enum.IntEnum):
 
 
 _STATES = {
-    _Status.PENDING: EntryState.PENDING,
-    _Status.IN_FLIGHT: EntryState.IN_FLIGHT,
-    _Status.DELIVERED: EntryState.DELIVERED,
-    _Status.DEAD: EntryState.DEAD,
+    _Status.PENDING: EventState.PENDING,
+    _Status.IN_FLIGHT: EventState.SENDING,
+    _Status.DELIVERED: EventState.DELIVERED,
+    _Status.DEAD: EventState.DEAD,
 }
 
 

@@ -15,9 +15,9 @@ from dedupkit.ledger.chart import verdict_chart
 from dedupkit.ledger.coverage import summarize
 from dedupkit.ledger.verdicts import Verdict, advice_for, judge, judge_skip
 from dedupkit.outbox import SQLiteOutbox
-from dedupkit.outbox.base import EntryState, LedgerEntry, Skip
+from dedupkit.outbox.base import LedgerEntry, Skip
 from dedupkit.state import get_state
-from dedupkit.vocabulary import SkipReason
+from dedupkit.vocabulary import EventState, SkipReason
 
 from ..conftest import AppFactory
 from ..support.payloads import capi_event
@@ -29,7 +29,7 @@ def entry(**kw: Any) -> LedgerEntry:
     fields: dict[str, Any] = {
         "event_name": "checkout",
         "event_id": "o-1",
-        "state": EntryState.DELIVERED,
+        "state": EventState.DELIVERED,
         "attempts": 1,
         "event_time": NOW - 60,
         "updated_at": NOW - 50,
@@ -60,18 +60,18 @@ def test_test_mode_is_read_per_entry_and_the_setting_only_stands_in() -> None:
 
 
 def test_pending_says_the_time_left_before_the_dedup_deadline() -> None:
-    pending = judge(entry(state=EntryState.PENDING, event_time=NOW - 600), now=NOW)
+    pending = judge(entry(state=EventState.PENDING, event_time=NOW - 600), now=NOW)
     assert pending.verdict is Verdict.PENDING
     assert pending.time_left == 3000
     assert "50 min left" in pending.detail
-    late = judge(entry(state=EntryState.IN_FLIGHT, event_time=NOW - 4000), now=NOW)
+    late = judge(entry(state=EventState.SENDING, event_time=NOW - 4000), now=NOW)
     assert late.time_left is not None and late.time_left < 0
     assert "past the one-hour dedup deadline" in late.detail
 
 
 def test_failed_carries_pinterests_message_and_what_to_do() -> None:
     message = "Pinterest refused the conversion token: check DEDUPKIT_CONVERSION_TOKEN"
-    failed = judge(entry(state=EntryState.DEAD, last_error=message), now=NOW)
+    failed = judge(entry(state=EventState.DEAD, last_error=message), now=NOW)
     assert (failed.verdict, failed.detail) == (Verdict.FAILED, message)
     assert failed.advice is not None and "renew it in Ads Manager" in failed.advice
     assert "--as-offline" in advice_for("expired")
@@ -136,7 +136,7 @@ def test_coverage_shares_revenue_lag_and_headline() -> None:
         entry(event_id="t1", user_fields=CLICK, value=99.0, currency="USD", test=True),
         entry(
             event_id="d1",
-            state=EntryState.DEAD,
+            state=EventState.DEAD,
             last_error="Pinterest refused the conversion token: check DEDUPKIT_CONVERSION_TOKEN",
         ),
         entry(
@@ -298,8 +298,8 @@ def recovery_entries() -> list[LedgerEntry]:
         entry(event_name="add_to_cart", event_id="a1", tag=True, value=5.0, device=chrome),
         entry(event_name="add_to_cart", event_id="a2", tag=False, device=iphone),
         entry(event_id="t1", tag=False, test=True, value=99.0, currency="USD", device=chrome),
-        entry(event_id="p1", state=EntryState.PENDING, tag=False),
-        entry(event_id="d1", state=EntryState.DEAD, last_error="expired"),
+        entry(event_id="p1", state=EventState.PENDING, tag=False),
+        entry(event_id="d1", state=EventState.DEAD, last_error="expired"),
         # Older than a day: the week only.
         entry(event_id="w1", tag=False, value=40.0, currency="USD", device=iphone, **day_old),
         entry(event_id="w2", tag=True, value=10.0, currency="USD", device=chrome, **day_old),

@@ -22,7 +22,8 @@ from dedupkit.errors import ConfigurationError, InvalidEvent, OutboxError
 from dedupkit.event.wire import encode_event
 from dedupkit.outbox import Outbox, Pause, SQLiteOutbox
 from dedupkit.outbox import sqlite as sqlite_outbox
-from dedupkit.outbox.base import MAX_DEVICE_LENGTH, EntryState
+from dedupkit.outbox.base import MAX_DEVICE_LENGTH
+from dedupkit.vocabulary import EventState
 
 from ..support.payloads import capi_event
 
@@ -431,10 +432,10 @@ def test_recent_lists_waiting_and_dead_entries_newest_first(box: Outbox) -> None
     assert ids_of(box.claim(1, now=T0 + 3)) == ["e1"]
     entries = {e.event_id: e for e in box.recent()}
     assert next(iter(entries)) == "e0"  # changed last
-    assert entries["e0"].state is EntryState.DEAD
+    assert entries["e0"].state is EventState.DEAD
     assert entries["e0"].last_error == "HTTP 422: bad"
-    assert entries["e1"].state is EntryState.IN_FLIGHT
-    assert entries["e2"].state is EntryState.PENDING
+    assert entries["e1"].state is EventState.SENDING
+    assert entries["e2"].state is EventState.PENDING
     # Names of the identity fields only, never their values.
     assert entries["e2"].user_fields == ("em", "click_id")
     assert entries["e2"].has_click_id
@@ -561,7 +562,7 @@ def test_entries_since_carry_the_coverage_summary(box: Outbox, other: Outbox) ->
     entries = other.entries_since(T0)
     assert [e.event_id for e in entries] == ["v1", "c1"]
     checkout = entries[1]
-    assert checkout.state is EntryState.DELIVERED
+    assert checkout.state is EventState.DELIVERED
     assert (checkout.value, checkout.currency, checkout.created_at) == (19.9, "EUR", T0)
     assert checkout.user_fields == ("em", "click_id", "client_ip_address")
     assert (entries[0].value, entries[0].currency) == (None, None)

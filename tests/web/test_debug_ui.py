@@ -14,10 +14,11 @@ from flask import Flask, Request, url_for
 from werkzeug.test import TestResponse
 
 from dedupkit import DedupKit
-from dedupkit.outbox import EntryState, Outbox, SQLiteOutbox
+from dedupkit.outbox import Outbox, SQLiteOutbox
 from dedupkit.outbox.base import LedgerEntry
 from dedupkit.redaction import REDACTED
 from dedupkit.state import get_state
+from dedupkit.vocabulary import EventState
 
 from ..conftest import CHROME_UA, TOKEN, AppFactory, kit_for, shopper_request
 from ..support.payloads import capi_event
@@ -348,7 +349,7 @@ def test_recent_entries_carry_field_names_not_values(box: Outbox) -> None:
     assert with_click == LedgerEntry(
         event_name="checkout",
         event_id="with-click",
-        state=EntryState.PENDING,
+        state=EventState.PENDING,
         attempts=0,
         event_time=float(int(T0)),
         updated_at=T0,
@@ -371,8 +372,8 @@ def test_recent_follows_claim_retry_dead_and_ack(box: Outbox) -> None:
     claimed = {c.payload["event_id"]: c.id for c in box.claim(3, now=T0 + 10)}
     assert set(claimed) == {"retried", "dead", "acked"}
     before = {e.event_id: e for e in box.recent()}
-    assert before["retried"].state is EntryState.IN_FLIGHT
-    assert before["waiting"].state is EntryState.PENDING
+    assert before["retried"].state is EventState.SENDING
+    assert before["waiting"].state is EventState.PENDING
     # A claim is not a change of its own: the order stays the order of enqueueing.
     assert before["retried"].updated_at == T0
     assert ids(box.recent()) == ["waiting", "acked", "dead", "retried"]
@@ -382,16 +383,16 @@ def test_recent_follows_claim_retry_dead_and_ack(box: Outbox) -> None:
     box.ack([claimed["acked"]])
 
     entries = {e.event_id: e for e in box.recent()}
-    assert entries["retried"].state is EntryState.PENDING
+    assert entries["retried"].state is EventState.PENDING
     assert entries["retried"].attempts == 1
     assert entries["retried"].last_error == "503 from Pinterest"
-    assert entries["dead"].state is EntryState.DEAD
+    assert entries["dead"].state is EventState.DEAD
     assert entries["dead"].last_error == "Pinterest: invalid em"
     assert entries["dead"].updated_at == T0 + 20
-    assert entries["waiting"].state is EntryState.PENDING
+    assert entries["waiting"].state is EventState.PENDING
     # Delivered entries are listed (SQLite until pruned, Redis for a day), with the
     # delivering request counted as an attempt.
-    assert entries["acked"].state is EntryState.DELIVERED
+    assert entries["acked"].state is EventState.DELIVERED
     assert entries["acked"].last_error is None
     assert entries["acked"].attempts == 1
     assert entries["acked"].user_fields == ("em", "client_ip_address", "client_user_agent")
@@ -415,7 +416,7 @@ def test_recent_merges_dead_and_live_entries_by_time(box: Outbox) -> None:
         # live0 … live3 stay in flight; dead0 … dead3 die later and later.
         box.dead([claimed[f"dead{n}"]], reason="failed", now=T0 + 10 + n)
     assert ids(box.recent(3)) == ["dead3", "dead2", "dead1"]
-    in_flight = [e for e in box.recent(100) if e.state is EntryState.IN_FLIGHT]
+    in_flight = [e for e in box.recent(100) if e.state is EventState.SENDING]
     assert len(in_flight) == 4
 
 
@@ -425,7 +426,7 @@ def test_recent_after_a_replay(box: Outbox) -> None:
     box.dead([claimed.id], reason="expired", now=T0 + 2)
     assert box.replay_dead(now=T0 + 3) == 1
     [entry] = box.recent()
-    assert entry.state is EntryState.PENDING
+    assert entry.state is EventState.PENDING
     assert entry.last_error is None
     assert entry.attempts == 0
 

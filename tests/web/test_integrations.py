@@ -18,8 +18,9 @@ from flask_wtf.csrf import CSRFProtect
 from dedupkit import ConfigurationError
 from dedupkit.ledger.coverage import MISSING_TAG_HINT, with_missing_tag_hint
 from dedupkit.ledger.page import ledger
-from dedupkit.outbox.base import EntryState, LedgerEntry
+from dedupkit.outbox.base import LedgerEntry
 from dedupkit.state import get_state
+from dedupkit.vocabulary import EventState
 
 from ..conftest import AppFactory, kit_for, shopper_request
 from .test_blueprint import add_to_cart, beacon
@@ -232,7 +233,7 @@ def entry(name: str = "checkout", tag: bool | None = None, n: int = 0) -> Ledger
     return LedgerEntry(
         event_name=name,
         event_id=f"{name}-{n}",
-        state=EntryState.DELIVERED,
+        state=EventState.DELIVERED,
         attempts=1,
         event_time=1.0,
         updated_at=2.0,
