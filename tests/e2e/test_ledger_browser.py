@@ -23,7 +23,7 @@ import pytest
 from dedupkit.state import get_state
 from dedupkit.testing import FakePinterest
 
-from ..support.browser import DESKTOP_CHROME_UA
+from ..support.browser import DESKTOP_CHROME_UA, shop_funnel
 from ..support.polling import wait_until
 from ..support.shop_app import Shop, shop_servers
 
@@ -46,20 +46,6 @@ def visitor(browser: Any, *, blocked: bool = False, width: int = 1280) -> Any:
     return page
 
 
-def funnel(page: Any, url: str) -> tuple[str, str]:
-    """Product, add to cart (a browser event), checkout (tracked by the server, mirrored by
-    the page); the two event ids, once the thank-you page's evidence beacon has left."""
-    page.goto(f"{url}/product")
-    page.wait_for_function("window.dedupkit && window.dedupkit.loaded === true")
-    page.click("#add")
-    add_id = str(page.wait_for_function("window.lastId").json_value())
-    page.goto(f"{url}/cart")
-    with page.expect_request(lambda r: r.url.endswith("/dedupkit/events")):
-        page.click("#buy")  # the thank-you page sends its evidence at its load event
-    checkout_id = f"checkout-{page.wait_for_selector('#order').inner_text()}"
-    return add_id, checkout_id
-
-
 def ledger(page: Any, url: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(page.goto(f"{url}/dedupkit/debug?format=json").text())
     return data
@@ -77,8 +63,8 @@ def test_paired_for_the_tag_and_server_only_for_the_blocked_as_the_fake_counts(
 ) -> None:
     app, server = make_shop()
     allowed, blocked = visitor(browser), visitor(browser, blocked=True)
-    allowed_ids = funnel(allowed, server.url)
-    blocked_ids = funnel(blocked, server.url)
+    allowed_ids = shop_funnel(allowed, server.url)
+    blocked_ids = shop_funnel(blocked, server.url)
     everything = {*allowed_ids, *blocked_ids}
 
     assert fake.wait_for(lambda: {e["event_id"] for e in fake.capi_events} >= everything)
@@ -111,7 +97,7 @@ def test_the_snippets_tag_flag_reaches_the_ledger(
 ) -> None:
     app, server = make_shop()
     page = visitor(browser)
-    add_id, _ = funnel(page, server.url)
+    add_id, _ = shop_funnel(page, server.url)
 
     def verdict() -> str | None:
         get_state(app).background.wake()

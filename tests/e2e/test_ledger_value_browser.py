@@ -32,6 +32,7 @@ from ..support.agents import (
     IPHONE_SAFARI_UA,
 )
 from ..support.axe import axe_violations
+from ..support.browser import shop_funnel
 from ..support.polling import wait_until
 from ..support.shop_app import Shop, shop_servers
 
@@ -64,19 +65,6 @@ def shopper(browser: Any, user_agent: str, viewport: dict[str, int]) -> Any:
     return context.new_page()
 
 
-def funnel(page: Any, url: str) -> tuple[str, str]:
-    """Product, add to cart (a browser event), checkout (tracked by the server, mirrored by
-    the page); the two event ids, once the thank-you page's evidence beacon has left."""
-    page.goto(f"{url}/product")
-    page.wait_for_function("window.dedupkit && window.dedupkit.loaded === true")
-    page.click("#add")
-    add_id = str(page.wait_for_function("window.lastId").json_value())
-    page.goto(f"{url}/cart")
-    with page.expect_request(lambda r: r.url.endswith("/dedupkit/events")):
-        page.click("#buy")
-    return add_id, f"checkout-{page.wait_for_selector('#order').inner_text()}"
-
-
 def ledger_json(page: Any, url: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(page.goto(f"{url}/dedupkit/debug?format=json").text())
     return data
@@ -102,7 +90,7 @@ def test_the_headline_is_what_the_fake_counted_across_browsers_and_blockers(
     ids: dict[str, tuple[str, str]] = {}
     for name, (user_agent, viewport, _) in SHOPPERS.items():
         page = shopper(browser, user_agent, viewport)
-        ids[name] = funnel(page, server.url)
+        ids[name] = shop_funnel(page, server.url)
         page.context.close()
     everything = {i for pair in ids.values() for i in pair}
     assert fake.wait_for(lambda: {e["event_id"] for e in fake.capi_events} >= everything)

@@ -50,3 +50,17 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def shop_funnel(page: Any, url: str) -> tuple[str, str]:
+    """On the test shop: product, add to cart (a browser event), checkout (tracked by the
+    server, mirrored by the page); the two event ids, once the thank-you page's evidence
+    beacon has left."""
+    page.goto(f"{url}/product")
+    page.wait_for_function("window.dedupkit && window.dedupkit.loaded === true")
+    page.click("#add")
+    add_id = str(page.wait_for_function("window.lastId").json_value())
+    page.goto(f"{url}/cart")
+    with page.expect_request(lambda r: r.url.endswith("/dedupkit/events")):
+        page.click("#buy")  # the thank-you page sends its evidence at its load event
+    return add_id, f"checkout-{page.wait_for_selector('#order').inner_text()}"
